@@ -1,0 +1,179 @@
+"""TARGET resolution: the one place that turns `pkg.mod:NAME` or `path/file.py:NAME` into something
+dropcheck can call. The CLI, the pytest plugin and the Python API all come through here.
+
+A dropout TARGET is either
+- an `nn.Module` subclass, built as `NAME(p)` and switched with `.train()` / `.eval()`, or
+- a function with `F.dropout`'s signature, called as `f(input, p, training)`.
+Nothing else about the implementation is assumed: it may draw from any global RNG.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class TargetError(Exception):
+    """TARGET cannot be used: it does not import, does not exist, or is of neither form (exit 2)."""
+
+
+def load_object(spec: str) -> Any:
+    """Import `pkg.mod:NAME` or `path/to/file.py:NAME` and return NAME (dotted NAME allowed).
+
+    >>> load_object("torch.nn:Dropout") is torch.nn.Dropout
+    True
+    """
+    if ":" not in spec:
+        raise TargetError(f"TARGET {spec!r} must look like 'package.module:NAME' or 'path/to/file.py:NAME'")
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise TargetError(f"TARGET {spec!r} must look like 'package.module:NAME' or 'path/to/file.py:NAME'")
+    module = _import_file(spec, where) if where.endswith(".py") or "/" in where else _import_module(spec, where)
+    obj: Any = module
+    for part in name.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"TARGET {spec!r}: {where} has no attribute {name!r}") from None
+    return obj
+
+
+def _import_module(spec: str, modname: str) -> Any:
+    # A module next to the caller (the usual case for `dropcheck check mymod:X`) must import.
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(modname)
+    except ModuleNotFoundError as e:
+        if e.name and modname.startswith(e.name):
+            raise TargetError(f"TARGET {spec!r}: no module named {e.name!r}") from e
+        raise TargetError(f"TARGET {spec!r}: importing {modname} failed: {type(e).__name__}: {e}") from e
+    except SyntaxError as e:
+        raise TargetError(f"TARGET {spec!r}: syntax error in {e.filename} line {e.lineno}: {e.msg}") from e
+    except Exception as e:  # the module's own code raised while importing
+        raise TargetError(f"TARGET {spec!r}: importing {modname} raised {type(e).__name__}: {e}") from e
+
+
+def _import_file(spec: str, filename: str) -> Any:
+    path = Path(filename).resolve()
+    if not path.is_file():
+        raise TargetError(f"TARGET {spec!r}: file {filename} does not exist")
+    modname = f"_dropcheck_target_{abs(hash(str(path)))}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    loader_spec = importlib.util.spec_from_file_location(modname, path)
+    assert loader_spec is not None and loader_spec.loader is not None
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.path.insert(0, str(path.parent))  # let the file import its neighbours
+    try:
+        sys.modules[modname] = module
+        loader_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        sys.modules.pop(modname, None)
+        raise TargetError(f"TARGET {spec!r}: syntax error in {e.filename} line {e.lineno}: {e.msg}") from e
+    except Exception as e:
+        sys.modules.pop(modname, None)
+        raise TargetError(f"TARGET {spec!r}: importing {filename} raised {type(e).__name__}: {e}") from e
+    return module
+
+
+class DropoutUnderTest:
+    """One configured implementation (a fixed p on a fixed device), with a uniform interface.
+
+    `train(x)` and `eval(x)` each make one call in that mode; `mode_sequence` switches modes the
+    way a user would (module: `.train()`/`.eval()`; function: the `training` argument).
+    """
+
+    def __init__(self, call: Callable[[torch.Tensor, bool], torch.Tensor], module: nn.Module | None):
+        self._call = call
+        self.module = module
+
+    def train(self, x: torch.Tensor) -> torch.Tensor:
+        return self._call(x, True)
+
+    def eval(self, x: torch.Tensor) -> torch.Tensor:
+        return self._call(x, False)
+
+
+@dataclasses.dataclass
+class DropoutTarget:
+    """A resolved dropout TARGET. `build(p, device)` gives a `DropoutUnderTest`."""
+
+    spec: str
+    obj: Any
+    kind: str  # "module" or "function"
+
+    @property
+    def name(self) -> str:
+        return getattr(self.obj, "__qualname__", None) or getattr(self.obj, "__name__", None) or repr(self.obj)
+
+    def build(self, p: float, device: str = "cpu") -> DropoutUnderTest:
+        if self.kind == "module":
+            module = self.obj(p)
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"{self.name}({p}) returned {type(module).__name__}, not an nn.Module")
+            module = module.to(device)
+
+            def call(x: torch.Tensor, training: bool) -> torch.Tensor:
+                module.train(training)
+                return module(x)
+
+            return DropoutUnderTest(call, module)
+
+        fn = self.obj
+
+        def call_fn(x: torch.Tensor, training: bool) -> torch.Tensor:
+            return fn(x, p, training)
+
+        return DropoutUnderTest(call_fn, None)
+
+
+def resolve_dropout(target: str | Any) -> DropoutTarget:
+    """Resolve a TARGET string, a module class or a function into a `DropoutTarget`.
+
+    >>> resolve_dropout("torch.nn:Dropout").kind
+    'module'
+    """
+    spec = target if isinstance(target, str) else _describe(target)
+    obj = load_object(target) if isinstance(target, str) else target
+    if inspect.isclass(obj):
+        if issubclass(obj, nn.Module):
+            return DropoutTarget(spec, obj, "module")
+        raise TargetError(f"TARGET {spec!r} is a class but not an nn.Module subclass")
+    if isinstance(obj, nn.Module):
+        raise TargetError(
+            f"TARGET {spec!r} is a module instance; give its class (built as NAME(p)) or a function f(input, p, training)"
+        )
+    if callable(obj):
+        if not _accepts_three_positional(obj):
+            raise TargetError(
+                f"TARGET {spec!r} is a function that cannot be called as f(input, p, training)"
+            )
+        return DropoutTarget(spec, obj, "function")
+    raise TargetError(
+        f"TARGET {spec!r} is a {type(obj).__name__}: expected an nn.Module subclass or a function f(input, p, training)"
+    )
+
+
+def _accepts_three_positional(fn: Callable) -> bool:
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # builtins without a signature: give them the benefit of the doubt
+        return True
+    return True
+
+
+def _describe(obj: Any) -> str:
+    mod = getattr(obj, "__module__", None) or "?"
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    return f"{mod}:{name}"
