@@ -13,10 +13,11 @@ class Property:
     id: str
     statement: str
     kind: str  # "exact" (Hypothesis, no alpha), "statistical" (scipy, alpha from the ledger), "decode"
-    contracts: tuple[str, ...] = ("inverted", "classic", "channel", "alpha", "droppath", "feature-alpha")
+    contracts: tuple[str, ...] = ("inverted", "classic", "channel", "alpha", "feature-alpha", "droppath")
 
 
-ALL = ("inverted", "classic", "channel", "alpha", "droppath", "feature-alpha")
+# The contracts (defined in dropcheck.contracts); named here too so option parsing needs no torch.
+CONTRACT_NAMES = ("inverted", "classic", "channel", "alpha", "feature-alpha", "droppath")
 ELEMENTWISE_OR_CHANNEL = ("inverted", "classic", "channel", "alpha", "feature-alpha")
 
 _PROPERTIES = [

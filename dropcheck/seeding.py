@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-DEFAULT_SEED = 20261124
+from dropcheck.defaults import DEFAULT_SEED  # noqa: F401  (re-exported)
 
 
 def derive_seed(base: int, *parts: object) -> int:

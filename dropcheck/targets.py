@@ -142,6 +142,8 @@ def resolve_dropout(target: str | Any) -> DropoutTarget:
     >>> resolve_dropout("torch.nn:Dropout").kind
     'module'
     """
+    if isinstance(target, DropoutTarget):
+        return target
     spec = target if isinstance(target, str) else _describe(target)
     obj = load_object(target) if isinstance(target, str) else target
     if inspect.isclass(obj):

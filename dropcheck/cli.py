@@ -1,0 +1,149 @@
+"""The `dropcheck` command.
+
+    dropcheck check TARGET [--contract C] [--p P,...] [--device cpu|cuda|all] [--seed N] [--json PATH]
+    dropcheck decode [TARGET] [--device ...] [--seed N] [--json PATH]
+
+Exit codes: 0 every property holds; 1 a property failed, errored or timed out; 2 the command cannot
+run (bad option, TARGET that does not import or is of neither form). Options are validated before
+any work starts, so a bad one never leaves a half-written report behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+from dropcheck import __version__
+from dropcheck.options import CHECK_OPTIONS, DECODE_OPTIONS, Option
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """The command cannot run as given (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, instead of argparse's usage dump
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    for opt in options:
+        default = f" (default: {opt.default})" if opt.default is not None else ""
+        parser.add_argument(f"--{opt.name}", default=opt.default, metavar=opt.metavar, help=opt.help + default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dropcheck", description="Does your dropout behave as dropout must?")
+    parser.add_argument("--version", action="version", version=f"dropcheck {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = sub.add_parser("check", help="check a dropout implementation property by property")
+    check.add_argument("target", metavar="TARGET", help="package.module:NAME or path/to/file.py:NAME")
+    _add_options(check, CHECK_OPTIONS)
+    check.add_argument("--verbose", action="store_true", help="show tracebacks for errors")
+
+    decode = sub.add_parser("decode", help="check that greedy decoding of a model is deterministic in eval mode")
+    decode.add_argument("target", metavar="TARGET", nargs="?", default=None,
+                        help="zero-argument factory or nn.Module class (default: the built-in GPT)")
+    _add_options(decode, DECODE_OPTIONS)
+    decode.add_argument("--verbose", action="store_true", help="show tracebacks for errors")
+    return parser
+
+
+def parse_options(args: argparse.Namespace, options: tuple[Option, ...]) -> dict[str, Any]:
+    """Validate every option before any work starts; a bad one is a UsageError naming it."""
+    out = {}
+    for opt in options:
+        raw = getattr(args, opt.name)
+        try:
+            out[opt.name] = None if raw is None else opt.parse(raw)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    return out
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a report."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dropcheck import console as out
+    from dropcheck.runner import run_check
+    from dropcheck.targets import resolve_dropout
+
+    opts = parse_options(args, CHECK_OPTIONS)
+    resolved = resolve_dropout(args.target)  # TargetError → exit 2 before the header
+    con = out.make_console()
+    out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
+                     "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
+    start = time.perf_counter()
+    result = run_check(resolved, contract=opts["contract"],
+                       ps=opts["p"], device=opts["device"], seed=opts["seed"], profile=opts["profile"],
+                       only=opts["only"], on_verdict=lambda v: out.verdict_line(con, v))
+    out.summary_line(con, result.verdicts, time.perf_counter() - start)
+    con.print(f"alpha budget {result.ledger['family_alpha']:g} over {result.ledger['tests']} statistical tests "
+              f"({result.ledger['alpha_each']:.2g} each, Bonferroni)", style="dim")
+    if opts["json"] is not None:
+        write_json_atomically(opts["json"], result.to_dict())
+        con.print(f"wrote {opts['json']}", style="dim")
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from dropcheck import console as out
+    from dropcheck.decoding import run_decode
+    from dropcheck.runner import expand_devices, versions
+    from dropcheck.verdict import Status
+
+    opts = parse_options(args, DECODE_OPTIONS)
+    con = out.make_console()
+    target = args.target or "built-in GPT (dropcheck.gpt)"
+    out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})
+    start = time.perf_counter()
+    verdicts = run_decode(args.target, devices=tuple(expand_devices(opts["device"])), seed=opts["seed"])
+    for v in verdicts:
+        out.verdict_line(con, v)
+    out.summary_line(con, verdicts, time.perf_counter() - start)
+    ok = all(v.status in (Status.PASS, Status.SKIP) for v in verdicts)
+    if opts["json"] is not None:
+        write_json_atomically(opts["json"], {
+            "schema": "dropcheck-report/1", "kind": "decode", "target": target, "seed": opts["seed"],
+            "devices": expand_devices(opts["device"]), "ok": ok, "versions": versions(),
+            "duration_s": round(time.perf_counter() - start, 3), "verdicts": [v.to_dict() for v in verdicts],
+        })
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from dropcheck.targets import TargetError  # after parsing: --help stays fast
+
+    try:
+        return {"check": cmd_check, "decode": cmd_decode}[args.command](args)
+    except (UsageError, TargetError) as e:
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        print(f"dropcheck {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The configuration one property check runs under, shared by exact and statistical checks."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from dropcheck.contracts import Contract
+from dropcheck.targets import DropoutTarget
+
+
+class PropertyViolation(AssertionError):
+    """The implementation broke a property. Any other exception from it is an error, not a failure."""
+
+
+@dataclasses.dataclass
+class CheckContext:
+    target: DropoutTarget
+    contract: Contract
+    device: str = "cpu"
+    seed: int = 0
+    ps: tuple[float, ...] = (0.1, 0.5, 0.9)
+    max_examples: int = 25
+    # For the channel unit: how many spatial dims the input has after (N, C). Probed per target,
+    # since Dropout1d accepts (N, C, L) only and Dropout3d (N, C, D, H, W) only.
+    spatial_rank: int = 1
+
+    def replay(self, property_id: str, p: float | None = None) -> str:
+        parts = [f"dropcheck check {self.target.spec}", f"--contract {self.contract.name}"]
+        if p is not None:
+            parts.append(f"--p {p:g}")
+        parts += [f"--device {self.device}", f"--seed {self.seed}", f"--only {property_id}"]
+        return " ".join(parts)
+
+    def unit_shape(self, n_units: int) -> tuple[int, ...]:
+        """An input shape holding about `n_units` drop units (elements, channels or samples)."""
+        if self.contract.unit == "element":
+            return (max(1, n_units // 128), 128)
+        if self.contract.unit == "channel":
+            return (max(1, n_units // 64), 64, *([2] * self.spatial_rank))
+        return (n_units, 2)
+
+
+def rounding_tolerance(expected: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One rounding of `dtype` at the size of `expected` (float64), with room for the scale being
+    rounded to the dtype first, as torch's CPU kernels do: 2·eps·|expected|."""
+    return 2.0 * torch.finfo(dtype).eps * expected.abs()
+
+
+def first_index(bad: torch.Tensor) -> tuple[int, ...]:
+    """The index of the first True element, for 'first offending element' messages."""
+    idx = bad.nonzero()
+    return tuple(int(i) for i in idx[0]) if len(idx) else ()

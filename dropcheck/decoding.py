@@ -1,0 +1,681 @@
+"""Decoding properties: does a whole dropout-using model decode deterministically in eval mode?
+
+A dropout layer can pass every layer-level check and still be wired wrongly inside a model:
+`F.dropout(x, p)` without `training=`, SDPA's `dropout_p` left on in eval, a private "dropout on"
+flag that `.eval()` never clears, a mixing step that lets batch rows see each other. Greedy
+decoding makes such bugs visible as changed tokens. `run_decode` checks the eight DECODE-*
+properties of the registry on one model and returns one `Verdict` per property and device.
+
+Two kinds of comparison, on purpose:
+- the same computation run twice (repeat, reseed, p set to 0) must agree bitwise;
+- two different computations (one prompt vs a batch, KV cache vs recomputation, CPU vs CUDA) may
+  round differently, so a disagreement is a failure only where the reference computation was sure:
+  at a step where its logit for its own token beats its logit for the other's token by at most
+  `TIE_RTOL[dtype] · max(1, max|logit|)` (1e-4 for float32) it is a near-tie, counted in the evidence.
+
+>>> verdicts = run_decode(max_positions=12)          # the built-in GPT, on CPU
+>>> sorted({v.status.value for v in verdicts})
+['pass', 'skip']
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import inspect
+import os
+import random
+import shlex
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dropcheck import registry
+from dropcheck.gpt import GPTModel, KVCache, zero_dropout
+from dropcheck.seeding import DEFAULT_SEED, derive_seed, rng_fingerprint, seeded
+from dropcheck.targets import TargetError, load_object
+from dropcheck.verdict import Status, Verdict
+
+# A disagreement between two different computations is a near-tie when the reference's margin
+# between the two tokens is at most rtol·max(1, max|logit|): a few ulps of the logits' scale,
+# the size of a reordered float reduction (float32's ulp is 1.2e-7; half types' 1e-3).
+TIE_RTOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 1e-2,
+    torch.bfloat16: 1e-2,
+}
+N_PROMPTS = 3  # prompts per check: enough to see a leak, few enough for a one-second run
+DEFAULT_MAX_POSITIONS = 32
+
+# --- the model under test --------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelTarget:
+    """A resolved model TARGET: `build(seed, device)` makes a fresh model with reproducible weights."""
+
+    spec: str  # as the user wrote it, for replay lines; "" for the built-in GPT
+    make: Callable[[], Any]
+
+    def build(self, seed: int, device: str) -> nn.Module:
+        with seeded(seed):
+            model = self.make()
+        if not isinstance(model, nn.Module):
+            raise TargetError(f"TARGET {self.spec!r} built a {type(model).__name__}, not an nn.Module")
+        return model.to(device)
+
+
+def resolve_model(target: str | Any | None) -> ModelTarget:
+    """Resolve a model TARGET: None (the built-in GPT), `pkg.mod:NAME`, `file.py:NAME`, or the object.
+
+    NAME is an nn.Module subclass built with no arguments, a zero-argument factory, or a module
+    instance (deep-copied for each check, so the checks cannot disturb it or each other).
+
+    >>> resolve_model(None).build(0, "cpu").__class__.__name__
+    'GPTModel'
+    >>> resolve_model("torch.nn:Linear")
+    Traceback (most recent call last):
+    ...
+    dropcheck.targets.TargetError: TARGET 'torch.nn:Linear' is an nn.Module subclass that needs constructor arguments (in_features, out_features); give a zero-argument factory instead
+    """
+    if target is None:
+        return ModelTarget("", GPTModel)
+    spec = target if isinstance(target, str) else _describe(target)
+    obj = load_object(target) if isinstance(target, str) else target
+    if isinstance(obj, nn.Module):
+        return ModelTarget(spec, lambda: copy.deepcopy(obj))
+    if inspect.isclass(obj) and not issubclass(obj, nn.Module):
+        raise TargetError(f"TARGET {spec!r} is a class but not an nn.Module subclass")
+    if not callable(obj):
+        raise TargetError(
+            f"TARGET {spec!r} is a {type(obj).__name__}: expected an nn.Module subclass or a zero-argument factory"
+        )
+    missing = _required_params(obj)
+    if missing:
+        what = "an nn.Module subclass" if inspect.isclass(obj) else "a function"
+        raise TargetError(
+            f"TARGET {spec!r} is {what} that needs constructor arguments ({', '.join(missing)}); "
+            "give a zero-argument factory instead"
+        )
+    return ModelTarget(spec, obj)
+
+
+def _required_params(obj: Callable) -> list[str]:
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: give them the benefit of the doubt
+        return []
+    return [
+        p.name
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, nn.Module):
+        obj = type(obj)
+    mod = getattr(obj, "__module__", None) or "?"
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    return f"{mod}:{name}"
+
+
+def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """One forward pass, (B, T) -> (B, T, V): a plain tensor, or `.logits` (Hugging Face outputs)."""
+    with torch.no_grad():
+        return _unwrap(model(idx), idx)
+
+
+def _unwrap(out: Any, idx: torch.Tensor) -> torch.Tensor:
+    logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"model returned {type(out).__name__}; expected logits (B, T, V) or an object with .logits")
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(idx.shape):
+        raise ValueError(f"model output has shape {tuple(logits.shape)}; expected (B, T, V) with (B, T) = {tuple(idx.shape)}")
+    return logits
+
+
+def dropout_modules(model: nn.Module) -> list[nn.Module]:
+    """Dropout modules found by type: torch's dropout classes and anything named *Dropout*."""
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) or "Dropout" in type(m).__name__
+    ]
+
+
+def _active_dropout(model: nn.Module) -> list[nn.Module]:
+    """Dropout modules with p > 0, or whose p dropcheck cannot read (then assumed active)."""
+    active = []
+    for m in dropout_modules(model):
+        p = getattr(m, "p", None)
+        if not isinstance(p, (int, float)) or p > 0:
+            active.append(m)
+    return active
+
+
+# --- greedy decoding, with or without a cache -------------------------------------------------
+
+
+@dataclasses.dataclass
+class Decode:
+    """The result of greedy decoding: new tokens (B, N) and the logits each was chosen from (B, N, V)."""
+
+    tokens: torch.Tensor
+    logits: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list[Decode]) -> Decode:
+        return Decode(torch.cat([p.tokens for p in parts]), torch.cat([p.logits for p in parts]))
+
+
+def cache_kind(model: nn.Module) -> str | None:
+    """How dropcheck can drive the model's KV cache: "builtin", "hf", or None (it cannot)."""
+    if isinstance(model, GPTModel):
+        return "builtin"
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if "use_cache" in params and ("cache" in params or "past_key_values" in params):
+        return "hf"
+    return None
+
+
+def _stepper(model: nn.Module, use_cache: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from the whole sequence so far (B, T) to the next-token logits (B, V)."""
+    if not use_cache:
+        return lambda idx: logits_of(model, idx)[:, -1, :]
+    kind = cache_kind(model)
+    if kind == "builtin":
+        cache = KVCache()
+
+        def builtin_step(idx: torch.Tensor) -> torch.Tensor:
+            new = idx[:, cache.pos :]  # only the tokens the cache has not seen
+            return _unwrap(model(new, cache=cache), new)[:, -1, :]
+
+        return builtin_step
+    if kind == "hf":
+        # transformers 5 renamed past_key_values to cache; older releases only know the old name.
+        key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        state: dict[str, Any] = {"cache": None, "seen": 0}
+
+        def hf_step(idx: torch.Tensor) -> torch.Tensor:
+            new = idx[:, state["seen"] :]
+            kwargs = {} if state["cache"] is None else {key: state["cache"]}
+            out = model(new, use_cache=True, **kwargs)
+            state["cache"] = out.get("cache", None) if out.get("cache", None) is not None else out.get("past_key_values")
+            if state["cache"] is None:
+                raise TypeError("model was called with use_cache=True but returned no cache")
+            state["seen"] = idx.shape[1]
+            return _unwrap(out, new)[:, -1, :]
+
+        return hf_step
+    raise TypeError(f"dropcheck cannot drive a KV cache of {type(model).__name__}")
+
+
+def greedy(model: nn.Module, prompts: torch.Tensor, n_new: int, use_cache: bool = False) -> Decode:
+    """Greedy decoding of `n_new` tokens after `prompts` (B, T), keeping each step's logits (on CPU).
+
+    >>> m = GPTModel().eval()
+    >>> greedy(m, torch.tensor([[1, 2]]), 3).tokens.shape
+    torch.Size([1, 3])
+    """
+    step = _stepper(model, use_cache)
+    idx, tokens, logits = prompts, [], []
+    with torch.no_grad():
+        for _ in range(n_new):
+            last = step(idx)  # (B, V)
+            nxt = last.argmax(dim=-1)  # (B,)
+            tokens.append(nxt.cpu())
+            logits.append(last.detach().cpu())
+            idx = torch.cat([idx, nxt[:, None]], dim=1)  # (B, T) -> (B, T+1)
+    return Decode(torch.stack(tokens, dim=1), torch.stack(logits, dim=1))  # (B, N), (B, N, V)
+
+
+# --- comparisons ------------------------------------------------------------------------------
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality (NaN equals NaN with the same bits; -0.0 differs from 0.0)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point():
+        ints = {8: torch.int64, 4: torch.int32, 2: torch.int16}[a.element_size()]
+        return torch.equal(a.contiguous().view(ints), b.contiguous().view(ints))
+    return torch.equal(a, b)
+
+
+def _diff_summary(a: torch.Tensor, b: torch.Tensor) -> str:
+    a, b = a.double().cpu(), b.double().cpu()
+    differ = ~((a == b) | (a.isnan() & b.isnan()))
+    delta = (a - b).abs().nan_to_num(nan=float("inf"))
+    return f"{int(differ.sum())} of {a.numel()} logits differ, max |Δ| {float(delta.max()):.3g}"
+
+
+def _first_token_diff(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(prompt, step, token in a, token in b) of the first difference, prompt by prompt."""
+    for row in range(a.shape[0]):
+        diff = (a[row] != b[row]).nonzero()
+        if len(diff):
+            s = int(diff[0])
+            return row, s, int(a[row, s]), int(b[row, s])
+    return None
+
+
+def compare_tie_aware(ref: Decode, other: Decode, what: str) -> tuple[Status, str, dict[str, Any]]:
+    """Compare two different computations' tokens; a disagreement where `ref` was unsure is a near-tie.
+
+    After the first disagreement of a prompt the two sequences have different contexts, so only
+    the steps up to it are compared.
+    """
+    rtol = TIE_RTOL.get(ref.logits.dtype, 1e-4)
+    n_prompts, n_steps = ref.tokens.shape
+    compared, mismatches, near_ties = 0, [], []
+    for row in range(n_prompts):
+        diff = (ref.tokens[row] != other.tokens[row]).nonzero()
+        if not len(diff):
+            compared += n_steps
+            continue
+        s = int(diff[0])
+        compared += s + 1
+        step_logits = ref.logits[row, s].double()
+        a, b = int(ref.tokens[row, s]), int(other.tokens[row, s])
+        margin = float(step_logits[a] - step_logits[b])
+        tol = rtol * max(1.0, float(step_logits.abs().max()))
+        entry = {"prompt": row, "step": s, "ref_token": a, "other_token": b, "margin": margin, "tolerance": tol}
+        (near_ties if margin <= tol else mismatches).append(entry)
+    evidence: dict[str, Any] = {
+        "prompts": n_prompts,
+        "steps": n_steps,
+        "compared_steps": compared,
+        "mismatches": len(mismatches),
+        "near_ties": len(near_ties),
+        "tie_rtol": rtol,
+        "near_tie_details": near_ties[:5],
+    }
+    ties = f"; {len(near_ties)} near-tie(s) not counted" if near_ties else ""
+    if mismatches:
+        m = mismatches[0]
+        evidence["first_mismatch"] = m
+        return Status.FAIL, (
+            f"tokens differ at step {m['step']} of prompt {m['prompt']}: {m['ref_token']} vs {m['other_token']} "
+            f"({what}; reference margin {m['margin']:.3g} > tolerance {m['tolerance']:.2g}); "
+            f"{len(mismatches)} of {n_prompts} prompts disagree{ties}"
+        ), evidence
+    return Status.PASS, f"{what}: {n_prompts} prompts × {n_steps} steps give the same tokens{ties}", evidence
+
+
+# --- one check's setting ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every property needs: the target, one device, the seeds, and the decoding sizes."""
+
+    target: ModelTarget
+    device: str
+    seed: int
+    model_seed: int  # shared by every property and device, so CPU and CUDA get the same weights
+    vocab: int
+    prompt_len: int
+    n_new: int
+
+    def model(self) -> nn.Module:
+        return self.target.build(self.model_seed, self.device)
+
+    def prompts(self, property_id: str, n: int = N_PROMPTS) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, property_id, self.device, "prompts"))
+        return torch.randint(0, self.vocab, (n, self.prompt_len), generator=gen).to(self.device)
+
+    def sizes(self) -> dict[str, Any]:
+        return {"prompt_len": self.prompt_len, "new_tokens": self.n_new, "vocab": self.vocab}
+
+
+Outcome = tuple[Status, str, dict[str, Any]]
+
+# --- the properties ---------------------------------------------------------------------------
+
+
+def check_repeat(run: _Run) -> Outcome:
+    """DECODE-REPEAT: two greedy decodes in eval mode give identical tokens and bitwise-equal logits."""
+    model, x = run.model().eval(), run.prompts("DECODE-REPEAT")
+    a, b = greedy(model, x, run.n_new), greedy(model, x, run.n_new)
+    ev = {**run.sizes(), "prompts": len(x), "logits_bitwise_equal": same_bits(a.logits, b.logits)}
+    diff = _first_token_diff(a.tokens, b.tokens)
+    if diff:
+        row, s, ta, tb = diff
+        ev["first_difference"] = {"prompt": row, "step": s, "run1": ta, "run2": tb}
+        return Status.FAIL, f"tokens differ at step {s} of prompt {row}: {ta} vs {tb} (eval run 1 vs run 2)", ev
+    if not ev["logits_bitwise_equal"]:
+        return Status.FAIL, f"tokens agree but step logits do not ({_diff_summary(a.logits, b.logits)}): eval decoding is not deterministic", ev
+    return Status.PASS, f"2 eval decodes of {len(x)} prompts × {run.n_new} steps: identical tokens, bitwise-equal logits", ev
+
+
+def check_rng_free(run: _Run) -> Outcome:
+    """DECODE-RNG-FREE: eval logits ignore the RNG state, and an eval forward draws nothing."""
+    model, x = run.model().eval(), run.prompts("DECODE-RNG-FREE")
+    before = rng_fingerprint()
+    first = logits_of(model, x)
+    after = rng_fingerprint()
+    # Move every global RNG on, then reseed elsewhere: an eval forward must not notice either.
+    torch.rand(1000, device=run.device)
+    np.random.random(10)
+    random.random()
+    drawn = logits_of(model, x)
+    torch.manual_seed(derive_seed(run.seed, "DECODE-RNG-FREE", run.device, "reseed"))
+    reseeded = logits_of(model, x)
+    names = ("torch CPU", "torch CUDA", "numpy", "random")
+    moved = [n for n, b, a in zip(names, before, after) if b != a]
+    ev = {**run.sizes(), "prompts": len(x), "rng_states_advanced": moved}
+    if moved:
+        return Status.FAIL, f"an eval forward advanced the {', '.join(moved)} RNG state (eval must draw nothing)", ev
+    for label, other in (("after drawing random numbers", drawn), ("after reseeding", reseeded)):
+        if not same_bits(first, other):
+            return Status.FAIL, f"eval logits depend on the RNG state: {label}, {_diff_summary(first, other)}", ev
+    return Status.PASS, "eval logits bitwise equal after drawing and after reseeding; no RNG state advanced", ev
+
+
+def check_train_active(run: _Run) -> Outcome:
+    """DECODE-TRAIN-ACTIVE: train outputs vary between calls and differ from eval (when there is dropout)."""
+    model, x = run.model(), run.prompts("DECODE-TRAIN-ACTIVE")
+    found, active = dropout_modules(model), _active_dropout(model)  # read before any mode switch
+    model.train()
+    t1, t2 = logits_of(model, x), logits_of(model, x)
+    model.eval()
+    e = logits_of(model, x)
+    varies, differs = not same_bits(t1, t2), not (same_bits(t1, e) and same_bits(t2, e))
+    ev = {"dropout_modules": len(found), "dropout_modules_p_gt_0": len(active), "train_varies": varies, "train_differs_from_eval": differs}
+    if varies and differs:
+        return Status.PASS, f"train outputs vary between calls ({_diff_summary(t1, t2)}) and differ from eval", ev
+    if varies:
+        return Status.FAIL, "train outputs vary between calls but one equals eval bitwise", ev
+    if not active:
+        extra = f" ({len(found)} dropout modules, all with p=0)" if found else ""
+        return Status.SKIP, f"model has no dropout{extra}", ev
+    example = active[0]
+    return Status.FAIL, (
+        f"dropout configured but never applied: {len(active)} dropout modules with p>0 "
+        f"(e.g. {type(example).__name__}(p={getattr(example, 'p', '?')})), yet two train-mode calls gave bitwise-equal logits"
+    ), ev
+
+
+def check_p_zero(run: _Run) -> Outcome:
+    """DECODE-P-ZERO: eval output equals, bitwise, a copy of the weights with every dropout p set to 0."""
+    model = run.model()
+    if not isinstance(model, GPTModel):
+        return Status.SKIP, (
+            f"not the built-in GPT ({type(model).__name__}): dropcheck cannot find every dropout probability "
+            "of a user model"
+        ), {}
+    zeroed = zero_dropout(copy.deepcopy(model)).eval()
+    model.eval()
+    x = run.prompts("DECODE-P-ZERO")
+    # Different RNG states for the two: a dropout leaking into eval cannot hide behind equal masks.
+    with seeded(derive_seed(run.seed, "DECODE-P-ZERO", run.device, "a")):
+        full_a, dec_a = logits_of(model, x), greedy(model, x, run.n_new)
+    with seeded(derive_seed(run.seed, "DECODE-P-ZERO", run.device, "b")):
+        full_b, dec_b = logits_of(zeroed, x), greedy(zeroed, x, run.n_new)
+    ev = {**run.sizes(), "prompts": len(x)}
+    if not same_bits(full_a, full_b):
+        return Status.FAIL, f"eval logits differ from the p=0 copy: {_diff_summary(full_a, full_b)}", ev
+    diff = _first_token_diff(dec_a.tokens, dec_b.tokens)
+    if diff:
+        row, s, ta, tb = diff
+        return Status.FAIL, f"tokens differ at step {s} of prompt {row}: {ta} vs {tb} (eval vs p=0 copy)", ev
+    if not same_bits(dec_a.logits, dec_b.logits):
+        return Status.FAIL, f"decoding logits differ from the p=0 copy: {_diff_summary(dec_a.logits, dec_b.logits)}", ev
+    return Status.PASS, f"eval logits and {run.n_new} greedy tokens bitwise equal to the p=0 copy", ev
+
+
+def check_batch_invariant(run: _Run) -> Outcome:
+    """DECODE-BATCH-INVARIANT: each prompt alone decodes as inside the batch (tie-aware)."""
+    model, x = run.model().eval(), run.prompts("DECODE-BATCH-INVARIANT", n=N_PROMPTS + 1)
+    alone = Decode.cat([greedy(model, x[i : i + 1], run.n_new) for i in range(len(x))])
+    batch = greedy(model, x, run.n_new)
+    status, summary, ev = compare_tie_aware(alone, batch, f"alone vs batch of {len(x)}")
+    return status, summary, {**run.sizes(), **ev}
+
+
+def check_kv_cache(run: _Run) -> Outcome:
+    """DECODE-KV-CACHE: KV-cache decoding gives the tokens of full recomputation (tie-aware)."""
+    model = run.model().eval()
+    kind = cache_kind(model)
+    if kind is None:
+        return Status.SKIP, (
+            f"{type(model).__name__} has no KV cache dropcheck can drive "
+            "(the built-in GPT's cache=KVCache(), or Hugging Face use_cache=True)"
+        ), {}
+    x = run.prompts("DECODE-KV-CACHE")
+    full = greedy(model, x, run.n_new)
+    cached = greedy(model, x, run.n_new, use_cache=True)
+    status, summary, ev = compare_tie_aware(full, cached, f"recomputation vs {kind} KV cache")
+    return status, summary, {**run.sizes(), "cache": kind, **ev}
+
+
+def check_cpu_cuda(run: _Run, cuda_device: str) -> Outcome:
+    """DECODE-CPU-CUDA: CPU and CUDA greedy tokens agree (tie-aware), with the same weights."""
+    cpu = run.model().eval()  # run.device is "cpu" here
+    gpu = copy.deepcopy(cpu).to(cuda_device)
+    x = run.prompts("DECODE-CPU-CUDA")
+    ref = greedy(cpu, x, run.n_new)
+    other = greedy(gpu, x.to(cuda_device), run.n_new)
+    status, summary, ev = compare_tie_aware(ref, other, f"cpu vs {cuda_device}")
+    return status, summary, {**run.sizes(), **ev}
+
+
+def check_mode_roundtrip(run: _Run) -> Outcome:
+    """DECODE-MODE-ROUNDTRIP: train→eval→train keeps dropout active; eval→train→eval turns it off."""
+    model, x = run.model(), run.prompts("DECODE-MODE-ROUNDTRIP")
+    active = _active_dropout(model)
+    model.train()
+    base_varies = not same_bits(logits_of(model, x), logits_of(model, x))
+    model.eval()
+    e0 = logits_of(model, x)
+    model.train(), model.eval(), model.train()
+    t1, t2 = logits_of(model, x), logits_of(model, x)
+    model.eval(), model.train(), model.eval()
+    e1, e2 = logits_of(model, x), logits_of(model, x)
+    after_varies = not same_bits(t1, t2)
+    ev = {"train_varies_before": base_varies, "train_varies_after": after_varies}
+    problems = []
+    if base_varies and not after_varies:
+        problems.append("after train→eval→train two train calls give bitwise-equal logits: dropout no longer active")
+    for e in (e1, e2):
+        if not same_bits(e0, e):
+            problems.append(f"after eval→train→eval the output differs from the first eval ({_diff_summary(e0, e)})")
+            break
+    if problems:
+        return Status.FAIL, "; ".join(problems), ev
+    if not base_varies and not active:
+        return Status.SKIP, "model has no dropout", ev
+    if not base_varies:
+        return Status.PASS, "eval→train→eval restores eval bitwise; train half not checked: train outputs never vary", ev
+    return Status.PASS, "train→eval→train keeps dropout active; eval→train→eval restores eval bitwise", ev
+
+
+_CHECKS: dict[str, Callable[[_Run], Outcome]] = {
+    "DECODE-REPEAT": check_repeat,
+    "DECODE-RNG-FREE": check_rng_free,
+    "DECODE-TRAIN-ACTIVE": check_train_active,
+    "DECODE-P-ZERO": check_p_zero,
+    "DECODE-BATCH-INVARIANT": check_batch_invariant,
+    "DECODE-KV-CACHE": check_kv_cache,
+    "DECODE-MODE-ROUNDTRIP": check_mode_roundtrip,
+}
+
+# --- the runner -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cuda_determinism() -> Iterator[None]:
+    """Deterministic CUDA for the duration (deterministic kernels, no TF32); the caller's settings after.
+
+    CUBLAS_WORKSPACE_CONFIG must be set before cuBLAS makes its first handle: when the caller has
+    already used cuBLAS, PyTorch still checks the variable, but the workspace size may stay as it was.
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        det, warn_only, tf32_mm, tf32_cudnn, cudnn_det, cudnn_bench, cublas = saved
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cuda.matmul.allow_tf32 = tf32_mm
+        torch.backends.cudnn.allow_tf32 = tf32_cudnn
+        torch.backends.cudnn.deterministic = cudnn_det
+        torch.backends.cudnn.benchmark = cudnn_bench
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def replay_line(spec: str, seed: int, devices: Iterable[str], property_id: str, max_positions: int) -> str:
+    """The command that reruns one decode check, e.g. `dropcheck decode m.py:GPT --seed 1 --device cpu --only DECODE-REPEAT`."""
+    parts = ["dropcheck", "decode"] + ([shlex.quote(spec)] if spec else []) + ["--seed", str(seed)]
+    for d in devices:
+        parts += ["--device", d]
+    parts += ["--only", property_id]
+    if max_positions != DEFAULT_MAX_POSITIONS:
+        parts += ["--max-positions", str(max_positions)]
+    return " ".join(parts)
+
+
+def _is_cuda(device: str) -> bool:
+    return device.split(":")[0] == "cuda"
+
+
+def run_decode(
+    target: str | Any | None = None,
+    devices: Iterable[str] = ("cpu",),
+    seed: int = DEFAULT_SEED,
+    max_positions: int = DEFAULT_MAX_POSITIONS,
+    *,
+    only: Iterable[str] | None = None,
+) -> list[Verdict]:
+    """Check the DECODE-* properties of a model; one Verdict per property and device.
+
+    `target`: None (the built-in GPT), `pkg.mod:NAME` / `file.py:NAME`, a zero-argument factory,
+    an nn.Module subclass, or a module instance. The model maps token ids (B, T) to logits
+    (B, T, V) or to an object with `.logits`. Prompts plus new tokens use at most `max_positions`
+    positions. `only` restricts the run to some property IDs. Raises `TargetError` for a TARGET
+    that cannot be a model; a model that raises gives ERROR verdicts instead.
+
+    >>> [v.status.value for v in run_decode(max_positions=8, only=["DECODE-REPEAT"])]
+    ['pass']
+    """
+    devices = tuple(devices)
+    wanted = [p.id for p in registry.for_contract("model", kind="decode")]
+    if only is not None:
+        only = [registry.get(pid).id for pid in only]
+        wanted = [pid for pid in wanted if pid in only]
+    if max_positions < 2:
+        raise ValueError(f"max_positions={max_positions}: need room for a prompt and one new token")
+    subject = resolve_model(target)
+    model_seed = derive_seed(seed, "model")
+    cuda_ok = torch.cuda.is_available()
+    guard = cuda_determinism() if cuda_ok and any(map(_is_cuda, devices)) else contextlib.nullcontext()
+    verdicts: list[Verdict] = []
+    with guard:
+        probe_error, vocab = _probe(subject, model_seed, max_positions)
+        prompt_len = max(1, max_positions // 4)
+        for pid in wanted:
+            if pid == "DECODE-CPU-CUDA":
+                verdicts.append(_cpu_cuda_verdict(subject, devices, seed, model_seed, vocab, prompt_len, max_positions, probe_error))
+                continue
+            for device in devices:
+                t0 = time.perf_counter()
+                replay = replay_line(subject.spec, seed, [device], pid, max_positions)
+                if _is_cuda(device) and not cuda_ok:
+                    outcome: Outcome = (Status.SKIP, "CUDA not available", {})
+                elif probe_error is not None:
+                    outcome = probe_error
+                else:
+                    run = _Run(subject, device, seed, model_seed, vocab, prompt_len, max_positions - prompt_len)
+                    outcome = _guarded(lambda: _CHECKS[pid](run), derive_seed(seed, pid, device))
+                verdicts.append(_verdict(pid, outcome, device, seed, replay, t0))
+    return verdicts
+
+
+def _probe(subject: ModelTarget, model_seed: int, max_positions: int) -> tuple[Outcome | None, int]:
+    """Build once on CPU to read V (and the context length where known); TargetError propagates."""
+    try:
+        model = subject.build(model_seed, "cpu").eval()
+        context = _context_length(model)
+        if context is not None and max_positions > context:
+            raise ValueError(f"max_positions={max_positions} exceeds the model's context length {context}")
+        return None, int(logits_of(model, torch.zeros(1, 1, dtype=torch.long)).shape[-1])
+    except TargetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the model's own failure becomes every verdict's ERROR
+        return _error(e), 0
+
+
+def _context_length(model: nn.Module) -> int | None:
+    if isinstance(model, GPTModel):
+        return model.cfg.context_length
+    config = getattr(model, "config", None)  # Hugging Face
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _cpu_cuda_verdict(
+    subject: ModelTarget, devices: tuple[str, ...], seed: int, model_seed: int, vocab: int,
+    prompt_len: int, max_positions: int, probe_error: Outcome | None,
+) -> Verdict:
+    t0 = time.perf_counter()
+    cuda_device = next((d for d in devices if _is_cuda(d)), "cuda")
+    replay = replay_line(subject.spec, seed, ["cpu", cuda_device], "DECODE-CPU-CUDA", max_positions)
+    if not torch.cuda.is_available():
+        outcome: Outcome = (Status.SKIP, "CUDA not available", {})
+    elif "cpu" not in devices or not any(map(_is_cuda, devices)):
+        outcome = (Status.SKIP, f"devices {', '.join(devices)} do not include both cpu and cuda", {})
+    elif probe_error is not None:
+        outcome = probe_error
+    else:
+        run = _Run(subject, "cpu", seed, model_seed, vocab, prompt_len, max_positions - prompt_len)
+        outcome = _guarded(lambda: check_cpu_cuda(run, cuda_device), derive_seed(seed, "DECODE-CPU-CUDA", cuda_device))
+    return _verdict("DECODE-CPU-CUDA", outcome, cuda_device, seed, replay, t0)
+
+
+def _guarded(check: Callable[[], Outcome], prop_seed: int) -> Outcome:
+    """Run one check under its own seed (train-mode masks replay); an exception becomes ERROR."""
+    try:
+        with seeded(prop_seed):
+            status, summary, ev = check()
+        return status, summary, {**ev, "property_seed": prop_seed}
+    except Exception as e:  # noqa: BLE001 - other properties still run
+        return _error(e)
+
+
+def _error(e: BaseException) -> Outcome:
+    return Status.ERROR, f"{type(e).__name__}: {e}", {"exception": "".join(traceback.format_exception(e))[-4000:]}
+
+
+def _verdict(pid: str, outcome: Outcome, device: str, seed: int, replay: str, t0: float) -> Verdict:
+    status, summary, ev = outcome
+    return Verdict(
+        property_id=pid, status=status, summary=summary, device=device, seed=seed,
+        replay=replay, duration_s=time.perf_counter() - t0, evidence=ev,
+    )

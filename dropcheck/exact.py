@@ -1,0 +1,365 @@
+"""Exact properties: statements that must hold for every input, checked with Hypothesis.
+
+No alpha is needed here: one counterexample is a proof. Each check is a function of one drawn
+`DropoutCase` that raises `PropertyViolation` with a message saying what was expected, what came
+and where; `run_exact` drives Hypothesis (seeded from the run's seed, so a failure replays) and turns
+the outcome into a `Verdict` with the shrunk, minimal failing case.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from hypothesis import HealthCheck, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from dropcheck import strategies as dst
+from dropcheck.context import CheckContext, PropertyViolation, first_index, rounding_tolerance
+from dropcheck.seeding import derive_seed, rng_fingerprint, seeded
+from dropcheck.verdict import Status, Verdict
+
+Check = Callable[[CheckContext, dst.DropoutCase], None]
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _require_tensor(y: object, x: torch.Tensor, what: str) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise PropertyViolation(f"{what} returned {type(y).__name__}, expected a torch.Tensor")
+    if y.shape != x.shape:
+        raise PropertyViolation(f"{what} returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+    return y
+
+
+def _describe_at(t: torch.Tensor, idx: tuple[int, ...]) -> str:
+    return f"{t[idx].item():.9g}" if t.dim() else f"{t.item():.9g}"
+
+
+def classify(ctx: CheckContext, x: torch.Tensor, y: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a train output into (kept, dropped) element masks; elements in neither are violations.
+
+    For alpha an element whose input is within rounding of α' matches both (a·x+b ≈ a·α'+b): it is
+    in both masks, and checks that need the decision (GRAD-MASK, MASK-UNIT) leave it out."""
+    c = ctx.contract
+    y64 = y.double()
+    kept_val = c.kept(x, p)
+    kept = (y64 - kept_val).abs() <= c.kept_tolerance(x, p)
+    # Dropped is exactly 0 (-0.0 included) for inverted and classic; alpha's constant is rounded.
+    dropped = (y64 - c.dropped(p)).abs() <= c.dropped_tolerance(p, x.dtype)
+    return kept, dropped
+
+
+# ---- the checks ----------------------------------------------------------------------------------
+def eval_identity(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    y = _require_tensor(ctx.target.build(case.p, ctx.device).eval(x), x, "eval call")
+    if ctx.contract.eval_is_identity:
+        if not torch.equal(y, x) or y.dtype != x.dtype:
+            bad = y.double() != x.double()
+            idx = first_index(bad)
+            raise PropertyViolation(
+                f"eval output differs from the input at {sum(bad.flatten().tolist()) if bad.numel() < 10**6 else 'many'} "
+                f"element(s); first at {idx}: got {_describe_at(y, idx)}, expected {_describe_at(x, idx)} (bitwise identity)"
+            )
+        return
+    expected = ctx.contract.eval_expected(x, case.p)
+    bad = (y.double() - expected).abs() > rounding_tolerance(expected, x.dtype)
+    if bad.any():
+        idx = first_index(bad)
+        raise PropertyViolation(
+            f"eval output at {idx} is {_describe_at(y, idx)}, expected (1-p)·x = {_describe_at(expected, idx)} "
+            f"within one rounding of {x.dtype}"
+        )
+
+
+def support_scale(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    with seeded(case.seed):
+        y = _require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    kept, dropped = classify(ctx, x, y, case.p)
+    bad = ~(kept | dropped)
+    if bad.any():
+        idx = first_index(bad)
+        kept_val = ctx.contract.kept(x, case.p)
+        raise PropertyViolation(
+            f"train output at {idx} is {_describe_at(y, idx)}: neither dropped ({ctx.contract.dropped(case.p):.9g}) "
+            f"nor kept ({_describe_at(kept_val, idx)} = {_kept_formula(ctx)}, within one rounding of {x.dtype}); "
+            f"{int(bad.sum())} of {bad.numel()} elements are off"
+        )
+
+
+def _kept_formula(ctx: CheckContext) -> str:
+    return {"inverted": "x/(1-p)", "classic": "x", "alpha": "a·x+b"}[ctx.contract.values]
+
+
+def mask_unit(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    with seeded(case.seed):
+        y = _require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    kept, dropped = classify(ctx, x, y, case.p)
+    start = 2 if ctx.contract.unit == "channel" else 1
+
+    def per_unit(m: torch.Tensor) -> torch.Tensor:
+        return m.flatten(start) if m.dim() > start else m.unsqueeze(-1)
+
+    surely_kept, surely_dropped = per_unit(kept & ~dropped), per_unit(dropped & ~kept)
+    units = per_unit(kept)
+    mixed = surely_kept.any(-1) & surely_dropped.any(-1)
+    if mixed.any():
+        idx = first_index(mixed)
+        unit = "channel (n, c)" if ctx.contract.unit == "channel" else "sample"
+        raise PropertyViolation(
+            f"{unit} {idx} is partly dropped: {int(units[idx].sum())} of {units.shape[-1]} elements kept; "
+            f"a {ctx.contract.unit} unit must be kept or dropped whole"
+        )
+
+
+def p_zero(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    with seeded(case.seed):
+        y = _require_tensor(ctx.target.build(0.0, ctx.device).train(x), x, "train call with p=0")
+    if not torch.equal(y, x):
+        idx = first_index(y.double() != x.double())
+        raise PropertyViolation(
+            f"p=0 train output differs from the input at {idx}: got {_describe_at(y, idx)}, expected {_describe_at(x, idx)}"
+        )
+
+
+def p_one(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    with seeded(case.seed):
+        y = _require_tensor(ctx.target.build(1.0, ctx.device).train(x), x, "train call with p=1")
+    bad = ~torch.isfinite(y) | (y != 0)
+    if bad.any():
+        idx = first_index(bad)
+        raise PropertyViolation(f"p=1 train output at {idx} is {_describe_at(y, idx)}, expected 0 (no NaN/Inf)")
+
+
+def keeps_meta(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    dut = ctx.target.build(case.p, ctx.device)
+    for mode in ("train", "eval"):
+        with seeded(case.seed):
+            y = getattr(dut, mode)(x)
+        if not isinstance(y, torch.Tensor):
+            raise PropertyViolation(f"{mode} call returned {type(y).__name__}, expected a torch.Tensor")
+        got = (tuple(y.shape), y.dtype, y.device.type)
+        want = (tuple(x.shape), x.dtype, x.device.type)
+        if got != want:
+            raise PropertyViolation(f"{mode} output has (shape, dtype, device) {got}, expected {want}")
+
+
+def input_untouched(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    before = x.clone()
+    dut = ctx.target.build(case.p, ctx.device)
+    for mode in ("train", "eval"):
+        with seeded(case.seed):
+            getattr(dut, mode)(x)
+        if not torch.equal(x, before):
+            idx = first_index(x.double() != before.double())
+            raise PropertyViolation(
+                f"the {mode} call modified its input in place: element {idx} was {_describe_at(before, idx)}, "
+                f"is now {_describe_at(x, idx)}"
+            )
+
+
+def grad_mask(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x.detach().clone().requires_grad_(True)
+    with seeded(case.seed):
+        y = _require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    if not y.requires_grad:
+        raise PropertyViolation("the train output does not require grad: no gradient can reach the input")
+    y.sum().backward()
+    if x.grad is None:
+        raise PropertyViolation("backward left x.grad as None: the output is detached from the input")
+    kept, dropped = classify(ctx, x.detach(), y.detach(), case.p)
+    ambiguous = kept & dropped
+    c = ctx.contract
+    # d(kept value)/dx: 1/(1-p) inverted, 1 classic, a alpha; 0 where dropped.
+    slope = c.kept(torch.ones((), dtype=torch.float64), case.p) - c.kept(torch.zeros((), dtype=torch.float64), case.p) if case.p < 1 else torch.tensor(0.0)
+    want = torch.where(kept, slope.to(kept.device), torch.zeros((), dtype=torch.float64, device=kept.device))
+    bad = ((x.grad.double() - want).abs() > rounding_tolerance(want, x.dtype)) & ~ambiguous
+    if bad.any():
+        idx = first_index(bad)
+        state = "kept" if bool(kept[idx]) else "dropped"
+        raise PropertyViolation(
+            f"x.grad at {idx} is {_describe_at(x.grad, idx)} but the forward {state} that element, so the "
+            f"gradient must be {_describe_at(want, idx)} (mask·s): backward does not use the forward's mask"
+        )
+
+
+def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    dut = ctx.target.build(case.p, ctx.device)
+    with seeded(case.seed):
+        first = [dut.train(x).clone() for _ in range(2)]
+    with seeded(case.seed):
+        again = [dut.train(x).clone() for _ in range(2)]
+    for k, (a, b) in enumerate(zip(first, again)):
+        if not torch.equal(a, b):
+            idx = first_index(a.double() != b.double())
+            raise PropertyViolation(
+                f"call {k + 1} after seeding with {case.seed} gave {_describe_at(a, idx)} at {idx} the first time "
+                f"and {_describe_at(b, idx)} after reseeding: the output is not determined by the seed"
+            )
+    if torch.equal(first[0], first[1]):
+        raise PropertyViolation(
+            f"two consecutive train calls gave identical outputs over {x.numel()} elements at p={case.p:g} "
+            "(chance (p²+q²)^units, nil here): the mask is reused across calls"
+        )
+
+
+def mode_roundtrip(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    x = case.x
+    dut = ctx.target.build(case.p, ctx.device)
+    expected_eval = ctx.contract.eval_expected(x, case.p)
+    tol = rounding_tolerance(expected_eval, x.dtype)
+
+    def is_eval_output(y: torch.Tensor) -> bool:
+        return bool(((y.double() - expected_eval).abs() <= tol).all())
+
+    with seeded(case.seed):
+        for sequence in (("train", "eval", "train"), ("eval", "train", "eval")):
+            for step, mode in enumerate(sequence):
+                y = getattr(dut, mode)(x)
+                if mode == "eval" and not is_eval_output(y):
+                    raise PropertyViolation(f"after {'→'.join(sequence[:step + 1])} the eval call is not eval behaviour (output differs from the eval output)")
+                if mode == "train" and is_eval_output(y):
+                    raise PropertyViolation(
+                        f"after {'→'.join(sequence[:step + 1])} the train call returned the eval output for all {x.numel()} elements at p={case.p:g}: dropout is not active"
+                    )
+
+
+def eval_rng_untouched(ctx: CheckContext, case: dst.DropoutCase) -> None:
+    dut = ctx.target.build(case.p, ctx.device)
+    with seeded(case.seed):
+        before = rng_fingerprint()
+        dut.eval(case.x)
+        if rng_fingerprint() != before:
+            raise PropertyViolation("an eval call advanced a global RNG (torch, numpy or random): eval must draw nothing")
+
+
+P_INVALID_VALUES = (-0.1, -1e-9, 1.0 + 1e-9, 1.5, math.nan)
+
+
+def p_invalid(ctx: CheckContext) -> Verdict:
+    """Not a Hypothesis property: a fixed list of invalid p, each must raise before any output."""
+    x = dst.make_input(ctx.unit_shape(256), torch.float32, 0, device=ctx.device)
+    raised: dict[str, str] = {}
+    for bad in P_INVALID_VALUES:
+        try:
+            with seeded(ctx.seed):
+                out = ctx.target.build(bad, ctx.device).train(x)
+        except Exception as e:  # any exception rejects p; ValueError is the recommended type
+            raised[repr(bad)] = type(e).__name__
+            continue
+        return Verdict(
+            "P-INVALID", Status.FAIL,
+            f"p={bad!r} was accepted and returned a {type(out).__name__}; expected ValueError",
+            device=ctx.device, seed=ctx.seed, replay=ctx.replay("P-INVALID"), evidence={"accepted_p": repr(bad), "raised": raised},
+        )
+    others = sorted({t for t in raised.values() if t != "ValueError"})
+    note = f" (raised {', '.join(others)} for some; ValueError is recommended)" if others else ""
+    return Verdict(
+        "P-INVALID", Status.PASS, f"rejected all of p={', '.join(raised)}{note}",
+        device=ctx.device, seed=ctx.seed, replay=ctx.replay("P-INVALID"), evidence={"raised": raised},
+    )
+
+
+# ---- the driver ------------------------------------------------------------------------------------
+def _big_case_strategy(ctx: CheckContext) -> st.SearchStrategy[dst.DropoutCase]:
+    """Inputs with ~2048 units and p in [0.05, 0.95]: two identical masks are then impossible in
+    practice ((p²+q²)^2048 < 1e-40), so 'calls differ' and 'train is not eval' are exact checks."""
+    shape = ctx.unit_shape(2048)
+
+    @st.composite
+    def draw(d: st.DrawFn) -> dst.DropoutCase:
+        dtype = d(st.sampled_from(dst.FLOAT_DTYPES), label="dtype")
+        p = d(dst.drop_probabilities(low=0.05, high=0.95), label="p")
+        seed = d(dst.seeds(), label="seed")
+        return dst.DropoutCase(dst.make_input(shape, dtype, seed, device=ctx.device), p, seed, "contiguous")
+
+    return draw()
+
+
+def _strategy(ctx: CheckContext, property_id: str) -> st.SearchStrategy[dst.DropoutCase]:
+    unit, rank = ctx.contract.unit, ctx.spatial_rank
+    user = tuple(ctx.ps)
+    if property_id in ("SEED-REPLAY", "MODE-ROUNDTRIP"):
+        return _big_case_strategy(ctx)
+    if property_id in ("SUPPORT-SCALE", "GRAD-MASK"):
+        ps = dst.drop_probabilities(user, 0.0, 1 - 1e-3)
+    elif property_id == "MASK-UNIT":
+        ps = dst.drop_probabilities(user, 0.05, 0.95)
+    else:
+        ps = dst.drop_probabilities(user)
+    return dst.dropout_inputs(unit=unit, spatial_rank=rank, ps=ps, device=ctx.device)
+
+
+EXACT_CHECKS: dict[str, Check] = {
+    "EVAL-IDENTITY": eval_identity,
+    "SUPPORT-SCALE": support_scale,
+    "MASK-UNIT": mask_unit,
+    "P-ZERO": p_zero,
+    "P-ONE": p_one,
+    "KEEPS-META": keeps_meta,
+    "INPUT-UNTOUCHED": input_untouched,
+    "GRAD-MASK": grad_mask,
+    "SEED-REPLAY": seed_replay,
+    "MODE-ROUNDTRIP": mode_roundtrip,
+    "EVAL-RNG-UNTOUCHED": eval_rng_untouched,
+}
+
+
+def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
+    """Run one exact property under Hypothesis and return its verdict."""
+    start = time.perf_counter()
+    if property_id == "P-INVALID":
+        verdict = p_invalid(ctx)
+        verdict.duration_s = time.perf_counter() - start
+        return verdict
+    check = EXACT_CHECKS[property_id]
+    failing: list[dst.DropoutCase] = []
+    examples = 0
+
+    @settings(
+        max_examples=ctx.max_examples,
+        deadline=None,
+        database=None,
+        verbosity=Verbosity.quiet,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    @hypothesis_seed(derive_seed(ctx.seed, property_id, ctx.device))
+    @given(_strategy(ctx, property_id))
+    def search(case: dst.DropoutCase) -> None:
+        nonlocal examples
+        examples += 1
+        try:
+            check(ctx, case)
+        except Exception:
+            failing.append(case)  # Hypothesis replays the shrunk example last
+            raise
+
+    common = dict(device=ctx.device, seed=ctx.seed, replay=ctx.replay(property_id))
+    try:
+        search()
+    except PropertyViolation as e:
+        case = failing[-1]
+        status, summary = Status.FAIL, f"{e} [{case!r}]"
+    except Exception as e:
+        case = failing[-1] if failing else None
+        where = f" [{case!r}]" if case else ""
+        status, summary = Status.ERROR, f"implementation raised {type(e).__name__}: {e}{where}"
+    else:
+        case = None
+        status, summary = Status.PASS, f"held on {examples} drawn inputs"
+    evidence = {"examples": examples}
+    if case is not None:
+        evidence["failing_case"] = repr(case)
+    return Verdict(property_id, status, summary, duration_s=time.perf_counter() - start, evidence=evidence,
+                   p=case.p if case is not None else None, dtype=str(case.x.dtype).removeprefix("torch.") if case is not None else None, **common)

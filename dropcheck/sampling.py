@@ -1,0 +1,65 @@
+"""Sampling: calling the implementation in train mode and reading back which units it kept.
+
+Masks are read only from inputs that can never read as "dropped" by accident: values are ±U(1, 2)
+(or ±10^U(-3, 3) for the input-dependence test), in float32, so a 0 output means dropped. Everything
+stays on the implementation's device; only counts and small summaries reach the host.
+Large samples are drawn in chunks so memory stays bounded whatever the profile.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from dropcheck.context import CheckContext, PropertyViolation
+from dropcheck.targets import DropoutUnderTest
+
+MAX_CHUNK_UNITS = 1 << 20  # ~4 MB of float32 input per call: bounded memory on any profile
+
+
+def unit_input_shape(ctx: CheckContext, units: int, rows: int = 1) -> tuple[int, ...]:
+    """A shape with `units` drop units in `rows` rows, one element per unit.
+
+    Channel and drop-path inputs get spatial/feature sizes of 1, so each unit is one element and
+    unit indicators are read directly (MASK-UNIT checks the whole-unit structure exactly).
+    """
+    per_row = max(1, units // rows)
+    if ctx.contract.unit == "element":
+        return (rows, per_row)
+    if ctx.contract.unit == "channel":
+        return (rows, per_row, *([1] * ctx.spatial_rank))
+    return (units, 1)
+
+
+def signed_uniform(shape: tuple[int, ...], device: str, gen: torch.Generator) -> torch.Tensor:
+    """±U(1, 2) in float32: never 0, subnormal or near overflow."""
+    mag = 1.0 + torch.rand(shape, generator=gen)
+    sign = torch.where(torch.rand(shape, generator=gen) < 0.5, -1.0, 1.0)
+    return (mag * sign).to(device)
+
+
+def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float) -> torch.Tensor:
+    """One train call; the bool indicator of kept units, shaped like the unit grid (rows, units)."""
+    y = dut.train(x)
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise PropertyViolation(f"train call returned {got}, expected a tensor of shape {tuple(x.shape)}")
+    c = ctx.contract
+    if c.values == "alpha":
+        kept = (y.double() - c.dropped(p)).abs() > c.dropped_tolerance(p, x.dtype)
+    else:
+        kept = y != 0
+    if c.unit == "sample":
+        return kept.reshape(1, -1)
+    return kept.reshape(kept.shape[0], -1)
+
+
+def chunked(total_units: int, first: int = 64, growth: int = 4, largest: int = MAX_CHUNK_UNITS) -> Iterator[int]:
+    """Chunk sizes that start small (gross bugs stop the sequential test within a few hundred
+    units) and grow geometrically to `largest` (so the per-call overhead stays small)."""
+    done, size = 0, first
+    while done < total_units:
+        n = min(size, largest, total_units - done)
+        yield n
+        done += n
+        size *= growth

@@ -1,0 +1,201 @@
+"""Statistical properties: distributional claims checked with planned scipy tests.
+
+Each property draws its own sample (seeded from the run seed, the property, p and the device),
+runs the tests listed for it in `ledger.TESTS_BY_PROPERTY`, each at its alpha share, and reports
+every p-value with the minimum detectable effect (MDE) its sample achieved. A property fails when
+any of its tests rejects. Which bug class each test aims at is in shared/STATISTICS.md.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from scipy.stats import norm
+
+from dropcheck import power, stats
+from dropcheck.context import CheckContext, PropertyViolation
+from dropcheck.ledger import POWER, Ledger, Profile
+from dropcheck.sampling import MAX_CHUNK_UNITS, chunked, kept_units, signed_uniform, unit_input_shape
+from dropcheck.seeding import derive_seed, seeded
+from dropcheck.verdict import StatTest, Status, Verdict
+
+
+class Sampler:
+    """Everything one statistical property needs: the implementation at p, a seeded input
+    generator, and its alpha shares."""
+
+    def __init__(self, ctx: CheckContext, profile: Profile, ledger: Ledger, property_id: str, p: float):
+        self.ctx, self.profile, self.ledger, self.property_id, self.p = ctx, profile, ledger, property_id, p
+        self.q = 1.0 - p
+        self.gen = torch.Generator().manual_seed(derive_seed(ctx.seed, property_id, p, ctx.device, "input"))
+        self.dut = ctx.target.build(p, ctx.device)
+        self.tests: list[StatTest] = []
+
+    def alpha(self, test: str) -> float:
+        return self.ledger.alpha(self.property_id, test, self.p, self.ctx.device)
+
+    def input(self, units: int, rows: int = 1) -> torch.Tensor:
+        return signed_uniform(unit_input_shape(self.ctx, units, rows), self.ctx.device, self.gen)
+
+    def kept(self, x: torch.Tensor) -> torch.Tensor:
+        return kept_units(self.ctx, self.dut, x, self.p)
+
+    def record(self, name: str, outcome: stats.TestOutcome, n: int, mde: float | None, mde_unit: str) -> StatTest:
+        t = StatTest(name, float(outcome.pvalue), self.alpha(name), int(n), float(outcome.statistic), mde, mde_unit,
+                     dict(outcome.detail))
+        self.tests.append(t)
+        return t
+
+    def chi2_mde(self, name: str, n: int, df: int) -> float:
+        return power.chi2_mde_effect(n, df, self.alpha(name), POWER)
+
+
+# ---- the properties ----------------------------------------------------------------------------------
+def drop_rate(s: Sampler) -> str:
+    alpha_seq, alpha_fix = s.alpha("sequential"), s.alpha("binomial")
+    n_plan = power.rate_sample_size(s.p, s.profile.rate_delta, alpha_fix, POWER)
+    seq = stats.RobbinsMixture(s.p)
+    x_big = s.input(min(n_plan, MAX_CHUNK_UNITS))
+    flat_dim = 0 if s.ctx.contract.unit == "sample" else 1
+    drops = n = 0
+    for size in chunked(n_plan):
+        kept = s.kept(x_big.narrow(flat_dim, 0, size))
+        d = size - int(kept.sum())
+        drops, n = drops + d, n + size
+        seq.update(d, size)
+        if seq.rejects(alpha_seq):
+            log_m = seq.log_evidence()
+            s.tests.append(StatTest("sequential", math.exp(-log_m), alpha_seq, n, log_m, None, None,
+                                    {"stopped_after": n, "drops": drops}))
+            return f"stopped early after {n} units: {drops} dropped (rate {drops / n:.4g}, p={s.p:g}); anytime-valid evidence e^{log_m:.1f} ≥ 1/alpha"
+    log_m = seq.log_evidence()
+    s.tests.append(StatTest("sequential", min(1.0, math.exp(-log_m)), alpha_seq, n, log_m, None, None, {"drops": drops}))
+    s.record("binomial", stats.binom_test(drops, n, s.p), n, power.rate_mde(n, s.p, alpha_fix, POWER), "drop-rate bias")
+    return f"rate {drops / n:.5f} over {n} units (p={s.p:g})"
+
+
+def expectation(s: Sampler) -> str:
+    c, K = s.ctx.contract, s.profile.calls
+    x = s.input(s.profile.call_units)
+    expected = c.eval_expected(x, s.p)
+    dev = torch.zeros_like(expected)
+    for _ in range(K):
+        y = s.dut.train(x)
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+            raise PropertyViolation(f"train call returned {type(y).__name__}, expected a tensor of shape {tuple(x.shape)}")
+        dev += y.double() - expected
+    var = K * c.train_var(x, s.p)
+    n = K * x.numel()
+    overall = s.record("overall-z", stats.expectation_test(float(dev.sum()), float(var.sum())), n, None, "")
+    # MDE of the overall z: a relative bias b moves the mean by b·Σ|e|; detectable when it is
+    # (z_{α/2} + z_power) standard deviations.
+    z_sum = norm.isf(overall.alpha / 2) + norm.ppf(POWER)
+    overall.mde = z_sum * math.sqrt(float(var.sum())) / float(expected.abs().sum() * K)
+    overall.mde_unit = "relative bias of the mean"
+    s.record("per-position", stats.expectation_per_position_test(dev.flatten(), var.flatten()), n,
+             s.chi2_mde("per-position", x.numel(), x.numel()), "Cohen's w")
+    return f"mean deviation z = {overall.statistic:+.2f} over {K} calls × {x.numel()} positions"
+
+
+def rate_homogeneity(s: Sampler, blocks: int = 64) -> str:
+    x = s.input(s.profile.call_units)
+    calls = max(4, s.profile.calls // 4)
+    counts = sum(s.kept(x).flatten().to(torch.int64) for _ in range(calls))
+    kept_per_block = torch.stack([b.sum() for b in counts.chunk(blocks)])
+    total_per_block = torch.tensor([b.numel() * calls for b in counts.chunk(blocks)], device=kept_per_block.device)
+    n = int(total_per_block.sum())
+    s.record("blocks", stats.homogeneity_test(kept_per_block, total_per_block), n,
+             s.chi2_mde("blocks", n, len(total_per_block) - 1), "Cohen's w")
+    return f"{len(total_per_block)} blocks × {calls} calls"
+
+
+def indep_positions(s: Sampler) -> str:
+    rows = 8
+    x = s.input(4 * s.profile.call_units, rows=rows)
+    kept = s.kept(x)
+    mask = kept.flatten()
+    n = mask.numel()
+    s.record("markov", stats.markov_test(mask), n, s.chi2_mde("markov", n, 1), "Cohen's w")
+    s.record("periodogram", stats.periodogram_test(mask, s.q), n, None, "")
+    lags = sorted({lag for lag in (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, kept.shape[-1]) if lag < n // 2})
+    s.record("stride-lags", stats.lag_test(mask, lags, s.q), n, power.correlation_mde(n, s.alpha("stride-lags") / len(lags), POWER), "correlation")
+    return f"{n} units in one call; lags {lags[0]}..{lags[-1]}"
+
+
+def indep_rows(s: Sampler) -> str:
+    rows = s.profile.rows
+    x = s.input(s.profile.call_units, rows=rows)
+    mask = s.kept(x)
+    F = mask.shape[1]
+    s.record("row-correlation", stats.row_correlation_test(mask, s.q), mask.numel(),
+             power.correlation_mde(F, s.alpha("row-correlation"), POWER), "correlation between two rows")
+    return f"{rows} rows × {F} units"
+
+
+def indep_calls(s: Sampler) -> str:
+    K = s.profile.calls
+    x = s.input(s.profile.call_units)
+    masks = torch.stack([s.kept(x).flatten() for _ in range(K)])  # (K, N) bool: K·N bytes
+    N = masks.shape[1]
+    s.record("consecutive", stats.consecutive_calls_test(masks[:-1].flatten(), masks[1:].flatten()), (K - 1) * N,
+             power.correlation_mde((K - 1) * N, s.alpha("consecutive"), POWER), "correlation")
+    s.record("cross-correlation", stats.cross_correlation_test(masks[0], masks[1], s.q), N,
+             power.correlation_mde(N, s.alpha("cross-correlation") / N, POWER), "correlation at one shift")
+    drops = N - masks.sum(1, dtype=torch.int64)
+    s.record("dispersion", stats.dispersion_test(drops, N, s.p), K, None, "")
+    counts = masks.sum(0, dtype=torch.int64)
+    s.record("position-counts", stats.position_count_test(counts, K, s.q), N * K,
+             s.chi2_mde("position-counts", N, min(K, 20)), "Cohen's w")
+    return f"{K} calls × {N} units"
+
+
+def indep_input(s: Sampler, bins: int = 8) -> str:
+    units = 4 * s.profile.call_units
+    shape = unit_input_shape(s.ctx, units)
+    # Values over six decades and both signs, so a drop decision depending on sign or size shows.
+    mag = 10.0 ** (6.0 * torch.rand(shape, generator=s.gen) - 3.0)
+    sign = torch.where(torch.rand(shape, generator=s.gen) < 0.5, -1.0, 1.0)
+    x = (mag * sign).to(s.ctx.device)
+    kept = s.kept(x).flatten()
+    n = kept.numel()
+    s.record("input-bins", stats.input_dependence_test(x.flatten(), kept, bins), n, s.chi2_mde("input-bins", n, bins - 1), "Cohen's w")
+    return f"{n} units, inputs ±10^U(-3,3) in {bins} quantile bins"
+
+
+STATISTICAL_CHECKS: dict[str, Callable[[Sampler], str]] = {
+    "DROP-RATE": drop_rate,
+    "EXPECTATION": expectation,
+    "RATE-HOMOGENEITY": rate_homogeneity,
+    "INDEP-POSITIONS": indep_positions,
+    "INDEP-ROWS": indep_rows,
+    "INDEP-CALLS": indep_calls,
+    "INDEP-INPUT": indep_input,
+}
+
+
+def run_statistical(ctx: CheckContext, profile: Profile, ledger: Ledger, property_id: str, p: float) -> Verdict:
+    """Run one statistical property at one p and return its verdict with every test's evidence."""
+    start = time.perf_counter()
+    common = dict(device=ctx.device, p=p, seed=ctx.seed, replay=ctx.replay(property_id, p))
+    if p in (0.0, 1.0):
+        return Verdict(property_id, Status.SKIP, f"p={p:g} is deterministic: see P-ZERO / P-ONE", **common)
+    try:
+        with seeded(derive_seed(ctx.seed, property_id, p, ctx.device)):
+            sampler = Sampler(ctx, profile, ledger, property_id, p)
+            described = STATISTICAL_CHECKS[property_id](sampler)
+    except PropertyViolation as e:
+        return Verdict(property_id, Status.FAIL, str(e), duration_s=time.perf_counter() - start, **common)
+    except Exception as e:
+        return Verdict(property_id, Status.ERROR, f"implementation raised {type(e).__name__}: {e}",
+                       duration_s=time.perf_counter() - start, **common)
+    tests = sampler.tests
+    rejected = [t for t in tests if t.rejected]
+    shown = rejected[0] if rejected else min(tests, key=lambda t: t.pvalue / t.alpha)
+    evidence = f"{shown.name} p-value {shown.pvalue:.3g} {'≤' if shown.rejected else '>'} alpha {shown.alpha:.2g}"
+    if shown.mde is not None and not rejected:
+        evidence += f", MDE {shown.mde:.2g} ({shown.mde_unit})"
+    status = Status.FAIL if rejected else Status.PASS
+    return Verdict(property_id, status, f"{described}; {evidence}", tests=tests,
+                   duration_s=time.perf_counter() - start, **common)

@@ -1,0 +1,254 @@
+"""Deliberately broken dropouts: each breaks one property, and a test proves dropcheck catches it.
+
+A property that no broken implementation fails is untested, so `BROKEN` below maps every property
+ID to at least one implementation here. All are plain functions f(x, p, training) unless the bug
+lives in module state (mode switching), in which case they are nn.Module classes built as NAME(p).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _keep(x: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.rand(x.shape, device=x.device) >= p
+
+
+def _scale(p: float) -> float:
+    return 0.0 if p == 1 else 1.0 / (1.0 - p)
+
+
+def _validated(p: float) -> float:
+    if math.isnan(p) or not 0 <= p <= 1:
+        raise ValueError(f"p={p}")
+    return p
+
+
+# ---- exact-property bugs --------------------------------------------------------------------------
+def no_scaling(x, p, training):
+    """Inverted dropout that forgets 1/(1-p): survivors keep x (SUPPORT-SCALE, EXPECTATION)."""
+    _validated(p)
+    return x * _keep(x, p).to(x.dtype) if training else x
+
+
+def scale_in_eval_too(x, p, training):
+    """Scales by 1/(1-p) in eval as well (EVAL-IDENTITY)."""
+    _validated(p)
+    if not training:
+        return x * _scale(p) if p < 1 else torch.zeros_like(x)
+    return x * _keep(x, p).to(x.dtype) * _scale(p)
+
+
+def keep_drop_swapped(x, p, training):
+    """Keeps with probability p instead of 1-p: invisible at p=0.5 (DROP-RATE, P-ZERO)."""
+    _validated(p)
+    if not training or p == 1:
+        return x if not training else torch.zeros_like(x)
+    return x * (torch.rand(x.shape, device=x.device) < p).to(x.dtype) * _scale(p)
+
+
+def active_in_eval(x, p, training):
+    """`F.dropout(x, p)`: `training` defaults to True, so eval drops too (EVAL-IDENTITY)."""
+    return F.dropout(x, p)
+
+
+def p_one_gives_nan(x, p, training):
+    """x·mask/(1-p) with no special case: 0·inf = NaN at p=1 (P-ONE)."""
+    _validated(p)
+    if not training:
+        return x
+    with torch.no_grad():
+        scale = torch.tensor(1.0, dtype=x.dtype) / (1.0 - torch.tensor(p, dtype=x.dtype))
+    return x * _keep(x, p).to(x.dtype) * scale
+
+
+def no_p_validation(x, p, training):
+    """Accepts any p: p=1.5 'works' and returns garbage (P-INVALID)."""
+    if not training:
+        return x
+    return x * (torch.rand(x.shape, device=x.device) >= p).to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p))
+
+
+def in_place(x, p, training):
+    """Writes the result into the caller's tensor (INPUT-UNTOUCHED)."""
+    _validated(p)
+    if not training:
+        return x
+    with torch.no_grad():
+        return x.mul_(_keep(x, p).to(x.dtype) * _scale(p))
+
+
+def upcasts_dtype(x, p, training):
+    """Computes in float32 and forgets to cast back (KEEPS-META)."""
+    _validated(p)
+    x32 = x.float()
+    return x32 * _keep(x, p).float() * _scale(p) if training else x32
+
+
+def grad_not_masked(x, p, training):
+    """Forward is right, but the mask is hidden from autograd: grad = 1 everywhere (GRAD-MASK)."""
+    _validated(p)
+    if not training:
+        return x
+    y = x * _keep(x, p).to(x.dtype) * _scale(p)
+    return x + (y - x).detach()
+
+
+def backward_fresh_mask(x, p, training):
+    """Backward draws its own mask instead of reusing the forward's (GRAD-MASK)."""
+    _validated(p)
+    if not training:
+        return x
+    return _FreshMaskDropout.apply(x, p)
+
+
+class _FreshMaskDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        ctx.p = p
+        return x * _keep(x, p).to(x.dtype) * _scale(p)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * _keep(grad, ctx.p).to(grad.dtype) * _scale(ctx.p), None
+
+
+def p_zero_not_identity(x, p, training):
+    """Divides by (1 - p + 1e-6) 'for stability': p=0 is no longer the identity (P-ZERO)."""
+    _validated(p)
+    if not training:
+        return x
+    return x * _keep(x, p).to(x.dtype) / (1.0 - p + 1e-6)
+
+
+def eval_draws_random(x, p, training):
+    """Eval returns x but draws a random number first, shifting the user's RNG stream (EVAL-RNG-UNTOUCHED)."""
+    _validated(p)
+    if not training:
+        torch.rand(1)
+        return x
+    return x * _keep(x, p).to(x.dtype) * _scale(p)
+
+
+_private_generator = torch.Generator().manual_seed(12345)
+
+
+def private_unseeded_generator(x, p, training):
+    """Draws from its own generator, so torch.manual_seed does not replay it (SEED-REPLAY)."""
+    _validated(p)
+    if not training or p == 0:
+        return x
+    keep = torch.rand(x.shape, generator=_private_generator) >= p
+    return x * keep.to(device=x.device, dtype=x.dtype) * _scale(p)
+
+
+class StickyEval(nn.Module):
+    """Once switched to eval, never drops again: .train() after .eval() is ignored (MODE-ROUNDTRIP)."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = _validated(p)
+        self.disabled = False
+
+    def train(self, mode: bool = True):
+        if not mode:
+            self.disabled = True
+        return super().train(mode)
+
+    def forward(self, x):
+        if not self.training or self.disabled:
+            return x
+        return x * _keep(x, self.p).to(x.dtype) * _scale(self.p)
+
+
+def elementwise_under_channel(x, p, training):
+    """Claims channel dropout but drops single elements (MASK-UNIT)."""
+    return F.dropout(x, _validated(p), training)
+
+
+# ---- statistical bugs -------------------------------------------------------------------------------
+def batch_shared_mask(x, p, training):
+    """One mask for the whole batch: every row drops the same positions (INDEP-ROWS)."""
+    _validated(p)
+    if not training or x.dim() == 0 or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    keep = torch.rand((1, *x.shape[1:]), device=x.device) >= p
+    return x * keep.to(x.dtype) * _scale(p)
+
+
+_mask_cache: dict = {}
+
+
+def cached_mask(x, p, training):
+    """Draws a mask once per (shape, p) and reuses it on every call (INDEP-CALLS, SEED-REPLAY)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    key = (tuple(x.shape), p, x.device.type)
+    if key not in _mask_cache:
+        _mask_cache[key] = _keep(x, p)
+    return x * _mask_cache[key].to(x.dtype) * _scale(p)
+
+
+def positional_bias(x, p, training):
+    """Drops more in the first half of the positions than in the second; the overall rate is p
+    (RATE-HOMOGENEITY)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    flat = torch.rand(x.numel(), device=x.device)
+    rate = torch.full_like(flat, p)
+    half = x.numel() // 2
+    shift = 0.1 * min(p, 1 - p)
+    rate[:half] += shift
+    rate[half:2 * half] -= shift
+    keep = (flat >= rate).reshape(x.shape)
+    return x * keep.to(x.dtype) * _scale(p)
+
+
+def tiled_mask(x, p, training, period: int = 64):
+    """Draws `period` decisions and tiles them over the tensor (INDEP-POSITIONS)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    tile = torch.rand(period, device=x.device) >= p
+    keep = tile.repeat(x.numel() // period + 1)[: x.numel()].reshape(x.shape)
+    return x * keep.to(x.dtype) * _scale(p)
+
+
+def value_dependent(x, p, training):
+    """Drops negative inputs more often than positive ones; overall rate p (INDEP-INPUT)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    shift = 0.1 * min(p, 1 - p)
+    rate = torch.where(x < 0, p + shift, p - shift)
+    keep = torch.rand(x.shape, device=x.device) >= rate
+    return x * keep.to(x.dtype) * _scale(p)
+
+
+# property ID → (implementation, contract): each must fail that property.
+BROKEN: dict[str, list[tuple[object, str]]] = {
+    "EVAL-IDENTITY": [(scale_in_eval_too, "inverted"), (active_in_eval, "inverted")],
+    "SUPPORT-SCALE": [(no_scaling, "inverted")],
+    "MASK-UNIT": [(elementwise_under_channel, "channel")],
+    "P-ZERO": [(p_zero_not_identity, "inverted"), (keep_drop_swapped, "inverted")],
+    "P-ONE": [(p_one_gives_nan, "inverted")],
+    "P-INVALID": [(no_p_validation, "inverted")],
+    "KEEPS-META": [(upcasts_dtype, "inverted")],
+    "INPUT-UNTOUCHED": [(in_place, "inverted")],
+    "GRAD-MASK": [(grad_not_masked, "inverted"), (backward_fresh_mask, "inverted")],
+    "SEED-REPLAY": [(private_unseeded_generator, "inverted"), (cached_mask, "inverted")],
+    "MODE-ROUNDTRIP": [(StickyEval, "inverted")],
+    "EVAL-RNG-UNTOUCHED": [(eval_draws_random, "inverted")],
+    "DROP-RATE": [(keep_drop_swapped, "inverted")],
+    "EXPECTATION": [(no_scaling, "inverted")],
+    "RATE-HOMOGENEITY": [(positional_bias, "inverted")],
+    "INDEP-POSITIONS": [(tiled_mask, "inverted")],
+    "INDEP-ROWS": [(batch_shared_mask, "inverted")],
+    "INDEP-CALLS": [(cached_mask, "inverted")],
+    "INDEP-INPUT": [(value_dependent, "inverted")],
+}
