@@ -90,6 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     opts = parse_options(args, CHECK_OPTIONS)
     resolved = resolve_dropout(args.target)  # TargetError → exit 2 before the header
+    resolved.check_constructible()
     con = out.make_console()
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})

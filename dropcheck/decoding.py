@@ -119,8 +119,8 @@ def _required_params(obj: Callable) -> list[str]:
 
 
 def _describe(obj: Any) -> str:
-    if isinstance(obj, nn.Module):
-        obj = type(obj)
+    if isinstance(obj, nn.Module):  # its weights are not in any file: say so rather than name the class
+        return f"<{_describe(type(obj))} instance>"
     mod = getattr(obj, "__module__", None) or "?"
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
     return f"{mod}:{name}"
@@ -142,9 +142,14 @@ def _unwrap(out: Any, idx: torch.Tensor) -> torch.Tensor:
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
-    """Dropout modules found by type: torch's dropout classes and anything named *Dropout*."""
+    """Dropout modules found by type: torch's dropout classes, and leaf modules whose class is named *Dropout*.
+
+    Only leaves match by name: a model called `NoDropoutLM` or `GPTWithDropout` is not a dropout layer.
+    """
     return [
-        m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) or "Dropout" in type(m).__name__
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.dropout._DropoutNd) or ("Dropout" in type(m).__name__ and not any(m.children()))
     ]
 
 
@@ -191,31 +196,24 @@ def _stepper(model: nn.Module, use_cache: bool) -> Callable[[torch.Tensor], torc
     if not use_cache:
         return lambda idx: logits_of(model, idx)[:, -1, :]
     kind = cache_kind(model)
-    if kind == "builtin":
-        cache = KVCache()
+    if kind is None:
+        raise TypeError(f"dropcheck cannot drive a KV cache of {type(model).__name__}")
+    # transformers 5 renamed past_key_values to cache; older releases only know the old name.
+    hf_key = "cache" if kind == "hf" and "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    state: dict[str, Any] = {"cache": KVCache() if kind == "builtin" else None, "seen": 0}
 
-        def builtin_step(idx: torch.Tensor) -> torch.Tensor:
-            new = idx[:, cache.pos :]  # only the tokens the cache has not seen
-            return _unwrap(model(new, cache=cache), new)[:, -1, :]
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        new = idx[:, state["seen"] :]  # only the tokens the cache has not seen: (B, T) -> (B, T_new)
+        state["seen"] = idx.shape[1]
+        if kind == "builtin":
+            return _unwrap(model(new, cache=state["cache"]), new)[:, -1, :]
+        out = model(new, use_cache=True, **({} if state["cache"] is None else {hf_key: state["cache"]}))
+        state["cache"] = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+        if state["cache"] is None:
+            raise TypeError(f"{type(model).__name__} was called with use_cache=True but returned no cache")
+        return _unwrap(out, new)[:, -1, :]
 
-        return builtin_step
-    if kind == "hf":
-        # transformers 5 renamed past_key_values to cache; older releases only know the old name.
-        key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        state: dict[str, Any] = {"cache": None, "seen": 0}
-
-        def hf_step(idx: torch.Tensor) -> torch.Tensor:
-            new = idx[:, state["seen"] :]
-            kwargs = {} if state["cache"] is None else {key: state["cache"]}
-            out = model(new, use_cache=True, **kwargs)
-            state["cache"] = out.get("cache", None) if out.get("cache", None) is not None else out.get("past_key_values")
-            if state["cache"] is None:
-                raise TypeError("model was called with use_cache=True but returned no cache")
-            state["seen"] = idx.shape[1]
-            return _unwrap(out, new)[:, -1, :]
-
-        return hf_step
-    raise TypeError(f"dropcheck cannot drive a KV cache of {type(model).__name__}")
+    return step
 
 
 def greedy(model: nn.Module, prompts: torch.Tensor, n_new: int, use_cache: bool = False) -> Decode:
@@ -476,9 +474,11 @@ def check_mode_roundtrip(run: _Run) -> Outcome:
     base_varies = not same_bits(logits_of(model, x), logits_of(model, x))
     model.eval()
     e0 = logits_of(model, x)
-    model.train(), model.eval(), model.train()
+    for mode in (True, False, True):  # train -> eval -> train
+        model.train(mode)
     t1, t2 = logits_of(model, x), logits_of(model, x)
-    model.eval(), model.train(), model.eval()
+    for mode in (False, True, False):  # eval -> train -> eval
+        model.train(mode)
     e1, e2 = logits_of(model, x), logits_of(model, x)
     after_varies = not same_bits(t1, t2)
     ev = {"train_varies_before": base_varies, "train_varies_after": after_varies}
@@ -548,12 +548,14 @@ def cuda_determinism() -> Iterator[None]:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
-def replay_line(spec: str, seed: int, devices: Iterable[str], property_id: str, max_positions: int) -> str:
-    """The command that reruns one decode check, e.g. `dropcheck decode m.py:GPT --seed 1 --device cpu --only DECODE-REPEAT`."""
-    parts = ["dropcheck", "decode"] + ([shlex.quote(spec)] if spec else []) + ["--seed", str(seed)]
-    for d in devices:
-        parts += ["--device", d]
-    parts += ["--only", property_id]
+def replay_line(spec: str, seed: int, device: str, property_id: str, max_positions: int) -> str:
+    """The command that reruns one decode check, in `dropcheck check`'s order (device "all": cpu and cuda).
+
+    >>> replay_line("m.py:GPT", 1, "cpu", "DECODE-REPEAT", 32)
+    'dropcheck decode m.py:GPT --device cpu --seed 1 --only DECODE-REPEAT'
+    """
+    parts = ["dropcheck", "decode"] + ([shlex.quote(spec)] if spec else [])
+    parts += ["--device", device, "--seed", str(seed), "--only", property_id]
     if max_positions != DEFAULT_MAX_POSITIONS:
         parts += ["--max-positions", str(max_positions)]
     return " ".join(parts)
@@ -582,10 +584,12 @@ def run_decode(
     >>> [v.status.value for v in run_decode(max_positions=8, only=["DECODE-REPEAT"])]
     ['pass']
     """
-    devices = tuple(devices)
+    devices = (devices,) if isinstance(devices, str) else tuple(devices)
     wanted = [p.id for p in registry.for_contract("model", kind="decode")]
     if only is not None:
-        only = [registry.get(pid).id for pid in only]
+        only = [registry.get(pid).id for pid in only]  # KeyError naming the known IDs
+        if not_decode := [pid for pid in only if pid not in wanted]:
+            raise ValueError(f"{', '.join(not_decode)}: not decode properties; those are {', '.join(wanted)}")
         wanted = [pid for pid in wanted if pid in only]
     if max_positions < 2:
         raise ValueError(f"max_positions={max_positions}: need room for a prompt and one new token")
@@ -603,7 +607,7 @@ def run_decode(
                 continue
             for device in devices:
                 t0 = time.perf_counter()
-                replay = replay_line(subject.spec, seed, [device], pid, max_positions)
+                replay = replay_line(subject.spec, seed, device, pid, max_positions)
                 if _is_cuda(device) and not cuda_ok:
                     outcome: Outcome = (Status.SKIP, "CUDA not available", {})
                 elif probe_error is not None:
@@ -619,10 +623,12 @@ def _probe(subject: ModelTarget, model_seed: int, max_positions: int) -> tuple[O
     """Build once on CPU to read V (and the context length where known); TargetError propagates."""
     try:
         model = subject.build(model_seed, "cpu").eval()
+        with seeded(model_seed):  # a model that draws in eval mode must not move the caller's RNGs
+            vocab = int(logits_of(model, torch.zeros(1, 1, dtype=torch.long)).shape[-1])
         context = _context_length(model)
         if context is not None and max_positions > context:
             raise ValueError(f"max_positions={max_positions} exceeds the model's context length {context}")
-        return None, int(logits_of(model, torch.zeros(1, 1, dtype=torch.long)).shape[-1])
+        return None, vocab
     except TargetError:
         raise
     except Exception as e:  # noqa: BLE001 - the model's own failure becomes every verdict's ERROR
@@ -646,7 +652,7 @@ def _cpu_cuda_verdict(
 ) -> Verdict:
     t0 = time.perf_counter()
     cuda_device = next((d for d in devices if _is_cuda(d)), "cuda")
-    replay = replay_line(subject.spec, seed, ["cpu", cuda_device], "DECODE-CPU-CUDA", max_positions)
+    replay = replay_line(subject.spec, seed, "all", "DECODE-CPU-CUDA", max_positions)
     if not torch.cuda.is_available():
         outcome: Outcome = (Status.SKIP, "CUDA not available", {})
     elif "cpu" not in devices or not any(map(_is_cuda, devices)):

@@ -211,8 +211,8 @@ def generate_greedy_cached(model: nn.Module, idx: torch.Tensor, max_new_tokens: 
     cache = KVCache()
     logits = model(idx, cache=cache)  # (B,T,V)
     for step in range(max_new_tokens):
-        next_tok = logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B,1)
-        idx = torch.cat([idx, next_tok], dim=1)
+        next_tok = logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (B,V) -> (B,1)
+        idx = torch.cat([idx, next_tok], dim=1)  # (B,T) -> (B,T+1)
         if step + 1 < max_new_tokens:
             logits = model(next_tok, cache=cache)  # (B,1) -> (B,1,V)
     return idx

@@ -120,11 +120,12 @@ class CheckResult:
 def probe_spatial_rank(target: DropoutTarget, device: str) -> int:
     """For channel contracts: the number of spatial dims after (N, C) the target accepts cleanly.
 
-    Dropout1d takes (N, C, L), Dropout2d (N, C, H, W), Dropout3d (N, C, D, H, W); the others warn
-    or raise. The first rank that runs in both modes without warning wins; failing that, the first
-    that runs at all; failing that, 1 (and the properties will report the errors).
+    Dropout1d takes (N, C, L), Dropout2d (N, C, H, W), Dropout3d (N, C, D, H, W); fewer dims warn,
+    raise, or are read as an unbatched input (Dropout3d takes a 4-D input as (C, D, H, W)). So the
+    highest rank that runs in both modes without a warning wins; failing that, the highest that
+    runs at all; failing that, 1 (and the properties will report the errors).
     """
-    runs_with_warning = None
+    clean, noisy = [], []
     for rank in (1, 2, 3):
         x = torch.ones((2, 3, *([2] * rank)), device=device)
         with warnings.catch_warnings(record=True) as caught, seeded(0):
@@ -135,10 +136,8 @@ def probe_spatial_rank(target: DropoutTarget, device: str) -> int:
                 dut.eval(x)
             except Exception:
                 continue
-        if not caught:
-            return rank
-        runs_with_warning = runs_with_warning or rank
-    return runs_with_warning or 1
+        (noisy if caught else clean).append(rank)
+    return max(clean or noisy or [1])
 
 
 def run_check(
@@ -160,6 +159,7 @@ def run_check(
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
     resolved = resolve_dropout(target)
+    resolved.check_constructible()
     con = get_contract(contract)
     prof = get_profile(profile)
     ps = [float(p) for p in ps]

@@ -115,6 +115,17 @@ class DropoutTarget:
     def name(self) -> str:
         return getattr(self.obj, "__qualname__", None) or getattr(self.obj, "__name__", None) or repr(self.obj)
 
+    def check_constructible(self) -> None:
+        """A module class must accept `NAME(p)`; one that rejects a valid p cannot be checked (exit 2)."""
+        if self.kind != "module":
+            return
+        try:
+            module = self.obj(0.5)
+        except Exception as e:
+            raise TargetError(f"TARGET {self.spec!r}: constructor rejects p: {self.name}(0.5) raised {type(e).__name__}: {e}") from e
+        if not isinstance(module, nn.Module):
+            raise TargetError(f"TARGET {self.spec!r}: {self.name}(0.5) returned {type(module).__name__}, not an nn.Module")
+
     def build(self, p: float, device: str = "cpu") -> DropoutUnderTest:
         if self.kind == "module":
             module = self.obj(p)

@@ -1,7 +1,7 @@
 """Deliberately broken dropout-using models: each must fail the DECODE-* property it targets.
 
-Each is the built-in GPT with one real-world wiring bug, marked `# BUG:`. `TARGETS` maps each to
-the property it is built to fail; the tests run `run_decode` on it and assert that verdict is FAIL.
+Each is the built-in GPT with one real-world wiring bug, marked `# BUG:`. `BROKEN` maps each
+property ID to the models built to fail it; tests/test_decoding.py asserts that verdict is FAIL.
 All are zero-argument classes, so they also work as `tests/broken_models.py:NAME` TARGETs.
 """
 from __future__ import annotations
@@ -134,14 +134,12 @@ class EvalZeroesPGPT(GPTModel):
         return super().train(mode)
 
 
-# Which property each model is built to fail (it may fail others too).
-TARGETS: dict[type[nn.Module], str] = {
-    FunctionalDropoutGPT: "DECODE-REPEAT",
-    SDPAUnconditionalGPT: "DECODE-RNG-FREE",
-    PrivateFlagGPT: "DECODE-REPEAT",
-    NeverAppliedGPT: "DECODE-TRAIN-ACTIVE",
-    BatchMixingGPT: "DECODE-BATCH-INVARIANT",
-    StaleCachePositionGPT: "DECODE-KV-CACHE",
-    FreshDropoutGPT: "DECODE-RNG-FREE",
-    EvalZeroesPGPT: "DECODE-MODE-ROUNDTRIP",
+# property ID -> the models built to fail it (each may fail others too), as in tests/broken_impls.py.
+BROKEN: dict[str, list[type[GPTModel]]] = {
+    "DECODE-REPEAT": [FunctionalDropoutGPT, PrivateFlagGPT],
+    "DECODE-RNG-FREE": [SDPAUnconditionalGPT, FreshDropoutGPT],
+    "DECODE-TRAIN-ACTIVE": [NeverAppliedGPT],
+    "DECODE-BATCH-INVARIANT": [BatchMixingGPT],
+    "DECODE-KV-CACHE": [StaleCachePositionGPT],
+    "DECODE-MODE-ROUNDTRIP": [EvalZeroesPGPT],
 }

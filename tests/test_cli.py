@@ -1,0 +1,74 @@
+"""The `dropcheck` command: exit codes, both TARGET forms, JSON output, option validation."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dropcheck.cli import main
+
+EXACT_ONLY = ["--only", "EVAL-IDENTITY,SUPPORT-SCALE,GRAD-MASK", "--profile", "quick"]
+
+
+@pytest.mark.parametrize("target", ["reference_impls.inverted:InvertedDropout", "reference_impls.inverted:inverted_dropout"])
+def test_reference_exits_0_in_both_target_forms(target, capsys):
+    assert main(["check", target, *EXACT_ONLY]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", ["tests.broken_impls:StickyEval", "tests/broken_impls.py:no_scaling"])
+def test_broken_exits_1_in_both_target_forms(target, capsys):
+    code = main(["check", target, "--only", "SUPPORT-SCALE,MODE-ROUNDTRIP", "--profile", "quick"])
+    out = capsys.readouterr().out
+    assert code == 1, f"expected exit 1 for {target}, got {code}:\n{out}"
+    assert "FAIL" in out and "replay: dropcheck check" in out, f"expected a FAIL line with a replay command:\n{out}"
+
+
+def test_json_has_every_verdict_with_seed_and_versions(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    assert main(["check", "torch.nn:Dropout", "--p", "0.3", "--seed", "7", "--json", str(path), "--only",
+                 "DROP-RATE,EVAL-IDENTITY", "--profile", "quick"]) == 0, capsys.readouterr().out
+    data = json.loads(path.read_text())
+    assert data["schema"] == "dropcheck-report/1" and data["seed"] == 7, data
+    assert {"python", "torch", "numpy", "scipy"} <= set(data["versions"]), data["versions"]
+    rate = [v for v in data["verdicts"] if v["property"] == "DROP-RATE"]
+    assert rate and rate[0]["tests"] and rate[0]["tests"][-1]["alpha"] > 0, rate
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["check", "no_such_module_xyz:Thing"], "no module named"),
+        (["check", "torch.nn:NoSuchThing"], "has no attribute"),
+        (["check", "torch.nn:Linear"], "constructor rejects p"),
+        (["check", "torch:pi"], "expected an nn.Module subclass or a function"),
+        (["check", "torch.nn:Dropout", "--p", "1.5"], "outside [0, 1]"),
+        (["check", "torch.nn:Dropout", "--contract", "gaussian"], "not one of"),
+        (["check", "torch.nn:Dropout", "--device", "tpu"], "not one of"),
+        (["check", "torch.nn:Dropout", "--seed", "-3"], "negative"),
+        (["check", "torch.nn:Dropout", "--json", "/no/such/dir/x.json"], "does not exist"),
+        (["check", "torch.nn:Dropout", "--only", "NOPE"], "unknown property"),
+        (["check", "torch.nn:Dropout", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_unusable_commands_exit_2_with_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) if "--bogus" in argv else _no_raise() as exc:
+        code = main(argv)
+    code = exc.value.code if exc is not None and hasattr(exc, "value") else code
+    err = capsys.readouterr().err
+    assert code == 2, f"expected exit 2 for {argv}, got {code}: {err}"
+    assert needle in err and err.count("\n") == 1, f"expected one line containing {needle!r}, got: {err!r}"
+
+
+class _no_raise:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_python_dash_m_runs_the_same_command():
+    proc = subprocess.run([sys.executable, "-m", "dropcheck", "check", "torch.nn:Dropout", *EXACT_ONLY],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "EVAL-IDENTITY" in proc.stdout, proc.stdout
