@@ -4,8 +4,9 @@
     dropcheck decode [TARGET] [--device ...] [--seed N] [--json PATH]
 
 Exit codes: 0 every property holds; 1 a property failed, errored or timed out; 2 the command cannot
-run (bad option, TARGET that does not import or is of neither form). Options are validated before
-any work starts, so a bad one never leaves a half-written report behind.
+run (bad option, TARGET that does not import or is of neither form); 130 interrupted (Ctrl-C), with
+the verdicts gathered so far printed and written. Options are validated before any work starts, so
+a bad one never leaves a half-written report behind.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dropcheck import __version__
 from dropcheck.options import CHECK_OPTIONS, DECODE_OPTIONS, Option
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 
 
 class UsageError(Exception):
@@ -55,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="zero-argument factory or nn.Module class (default: the built-in GPT)")
     _add_options(decode, DECODE_OPTIONS)
     decode.add_argument("--verbose", action="store_true", help="show tracebacks for errors")
+
+    bench = sub.add_parser("bench", help="measure time to verdict, overhead and MDEs per profile; write reports/performance.md")
+    bench.add_argument("--profiles", default="quick,default", help="comma-separated profiles (default: quick,default)")
+    bench.add_argument("--out", default="reports/performance.md", help="where to write the Markdown (default: reports/performance.md)")
+    bench.add_argument("--target", default="reference_impls.inverted:InvertedDropout", help="TARGET to time")
     return parser
 
 
@@ -62,7 +69,7 @@ def parse_options(args: argparse.Namespace, options: tuple[Option, ...]) -> dict
     """Validate every option before any work starts; a bad one is a UsageError naming it."""
     out = {}
     for opt in options:
-        raw = getattr(args, opt.name)
+        raw = getattr(args, opt.name.replace("-", "_"))
         try:
             out[opt.name] = None if raw is None else opt.parse(raw)
         except ValueError as e:
@@ -86,25 +93,50 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
     from dropcheck.runner import run_check
-    from dropcheck.targets import resolve_dropout
 
     opts = parse_options(args, CHECK_OPTIONS)
-    resolved = resolve_dropout(args.target)  # TargetError → exit 2 before the header
-    resolved.check_constructible()
+    resolved = _resolve_within(args.target, opts["timeout"])  # TargetError → exit 2 before the header
     con = out.make_console()
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
     start = time.perf_counter()
     result = run_check(resolved, contract=opts["contract"],
                        ps=opts["p"], device=opts["device"], seed=opts["seed"], profile=opts["profile"],
-                       only=opts["only"], on_verdict=lambda v: out.verdict_line(con, v))
+                       only=opts["only"], dtype=opts["dtype"], on_verdict=lambda v: out.verdict_line(con, v),
+                       timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"])
     out.summary_line(con, result.verdicts, time.perf_counter() - start)
     con.print(f"alpha budget {result.ledger['family_alpha']:g} over {result.ledger['tests']} statistical tests "
               f"({result.ledger['alpha_each']:.2g} each, Bonferroni)", style="dim")
+    if result.interrupted:
+        con.print(f"interrupted (Ctrl-C): the {len(result.verdicts)} verdicts above were gathered before it", style="bold")
     if opts["json"] is not None:
-        write_json_atomically(opts["json"], result.to_dict())
+        try:
+            write_json_atomically(opts["json"], result.to_dict())
+        except OSError as e:  # the directory went away or became read-only during the run
+            raise UsageError(f"could not write the report {opts['json']}: {e.strerror or e}; "
+                             "the verdicts printed above are complete") from e
         con.print(f"wrote {opts['json']}", style="dim")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAIL
+
+
+def _resolve_within(target: str, timeout: float | None) -> Any:
+    """Import TARGET and build it once, within the time limit: an import or a constructor that
+    hangs or calls sys.exit is a TARGET problem (exit 2), like one that raises."""
+    from dropcheck.guard import TimeLimitExceeded, alarm
+    from dropcheck.targets import TargetError, resolve_dropout
+
+    try:
+        with alarm(timeout):
+            resolved = resolve_dropout(target)
+            resolved.check_constructible()
+    except TimeLimitExceeded:
+        raise TargetError(f"TARGET {target!r}: importing it and building it with p=0.5 did not finish "
+                          f"within {timeout:g} s (--timeout)") from None
+    except SystemExit as e:
+        raise TargetError(f"TARGET {target!r}: importing or building it called sys.exit({e.code!r})") from e
+    return resolved
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -118,7 +150,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})
     start = time.perf_counter()
-    verdicts = run_decode(args.target, devices=tuple(expand_devices(opts["device"])), seed=opts["seed"])
+    verdicts = run_decode(args.target, devices=tuple(expand_devices(opts["device"])), seed=opts["seed"],
+                          max_positions=opts["max-positions"], only=opts["only"])
     for v in verdicts:
         out.verdict_line(con, v)
     out.summary_line(con, verdicts, time.perf_counter() - start)
@@ -132,18 +165,41 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAIL
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dropcheck.bench import run_bench
+    from dropcheck.ledger import PROFILES
+
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown:
+        raise UsageError(f"--profiles: unknown profile {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    results = run_bench(profiles, out, args.target)
+    for name, r in results.items():
+        print(f"{name:<9} wall {r['wall_s']:.2f} s · run {r['run_s']:.2f} s · overhead {r['overhead_share']:.0%} · "
+              f"peak {r['peak_rss_mib']:.0f} MiB · {'pass' if r['ok'] else 'FAIL'}")
+    print(f"wrote {out}")
+    return EXIT_OK if all(r["ok"] for r in results.values()) else EXIT_FAIL
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from dropcheck.targets import TargetError  # after parsing: --help stays fast
 
     try:
-        return {"check": cmd_check, "decode": cmd_decode}[args.command](args)
+        return {"check": cmd_check, "decode": cmd_decode, "bench": cmd_bench}[args.command](args)
     except (UsageError, TargetError) as e:
         if getattr(args, "verbose", False):
             traceback.print_exc()
-        print(f"dropcheck {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever the exception text held
+        print(f"dropcheck {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before the run started, or while writing the report: nothing half-written
+        print(f"dropcheck {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -24,11 +24,15 @@ class CheckContext:
     # For the channel unit: how many spatial dims the input has after (N, C). Probed per target,
     # since Dropout1d accepts (N, C, L) only and Dropout3d (N, C, D, H, W) only.
     spatial_rank: int = 1
+    # The dtype of the statistical samples (exact properties draw every dtype themselves).
+    sample_dtype: torch.dtype = torch.float32
 
     def replay(self, property_id: str, p: float | None = None) -> str:
         parts = [f"dropcheck check {self.target.spec}", f"--contract {self.contract.name}"]
         if p is not None:
             parts.append(f"--p {p:g}")
+        if self.sample_dtype != torch.float32:
+            parts.append(f"--dtype {str(self.sample_dtype).removeprefix('torch.')}")
         parts += [f"--device {self.device}", f"--seed {self.seed}", f"--only {property_id}"]
         return " ".join(parts)
 

@@ -137,7 +137,9 @@ def _unwrap(out: Any, idx: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"model returned {type(out).__name__}; expected logits (B, T, V) or an object with .logits")
     if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(idx.shape):
-        raise ValueError(f"model output has shape {tuple(logits.shape)}; expected (B, T, V) with (B, T) = {tuple(idx.shape)}")
+        raise ValueError(
+            f"model output has shape {tuple(logits.shape)}; expected (B, T, V) with (B, T) = {tuple(idx.shape)}"
+        )
     return logits
 
 
@@ -350,8 +352,10 @@ def check_repeat(run: _Run) -> Outcome:
         ev["first_difference"] = {"prompt": row, "step": s, "run1": ta, "run2": tb}
         return Status.FAIL, f"tokens differ at step {s} of prompt {row}: {ta} vs {tb} (eval run 1 vs run 2)", ev
     if not ev["logits_bitwise_equal"]:
-        return Status.FAIL, f"tokens agree but step logits do not ({_diff_summary(a.logits, b.logits)}): eval decoding is not deterministic", ev
-    return Status.PASS, f"2 eval decodes of {len(x)} prompts × {run.n_new} steps: identical tokens, bitwise-equal logits", ev
+        diff_text = _diff_summary(a.logits, b.logits)
+        return Status.FAIL, f"tokens agree but step logits do not ({diff_text}): eval decoding is not deterministic", ev
+    summary = f"2 eval decodes of {len(x)} prompts × {run.n_new} steps: identical tokens, bitwise-equal logits"
+    return Status.PASS, summary, ev
 
 
 def check_rng_free(run: _Run) -> Outcome:
@@ -387,7 +391,12 @@ def check_train_active(run: _Run) -> Outcome:
     model.eval()
     e = logits_of(model, x)
     varies, differs = not same_bits(t1, t2), not (same_bits(t1, e) and same_bits(t2, e))
-    ev = {"dropout_modules": len(found), "dropout_modules_p_gt_0": len(active), "train_varies": varies, "train_differs_from_eval": differs}
+    ev = {
+        "dropout_modules": len(found),
+        "dropout_modules_p_gt_0": len(active),
+        "train_varies": varies,
+        "train_differs_from_eval": differs,
+    }
     if varies and differs:
         return Status.PASS, f"train outputs vary between calls ({_diff_summary(t1, t2)}) and differ from eval", ev
     if varies:
@@ -398,7 +407,8 @@ def check_train_active(run: _Run) -> Outcome:
     example = active[0]
     return Status.FAIL, (
         f"dropout configured but never applied: {len(active)} dropout modules with p>0 "
-        f"(e.g. {type(example).__name__}(p={getattr(example, 'p', '?')})), yet two train-mode calls gave bitwise-equal logits"
+        f"(e.g. {type(example).__name__}(p={getattr(example, 'p', '?')})), "
+        "yet two train-mode calls gave bitwise-equal logits"
     ), ev
 
 
@@ -603,7 +613,9 @@ def run_decode(
         prompt_len = max(1, max_positions // 4)
         for pid in wanted:
             if pid == "DECODE-CPU-CUDA":
-                verdicts.append(_cpu_cuda_verdict(subject, devices, seed, model_seed, vocab, prompt_len, max_positions, probe_error))
+                verdicts.append(
+                    _cpu_cuda_verdict(subject, devices, seed, model_seed, vocab, prompt_len, max_positions, probe_error)
+                )
                 continue
             for device in devices:
                 t0 = time.perf_counter()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dropcheck.defaults import DEFAULT_CONTRACT, DEFAULT_PROFILE, DEFAULT_PS, DEFAULT_SEED
+from dropcheck.guard import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S
 from dropcheck.ledger import PROFILES
 from dropcheck.registry import CONTRACT_NAMES
 
@@ -60,6 +61,21 @@ def parse_only(text: str) -> list[str]:
     return ids
 
 
+def parse_limit(option: str) -> Callable[[str], float | None]:
+    """A finite number ≥ 0 (seconds, MiB); 0 means no limit and parses to None."""
+
+    def parse(text: str) -> float | None:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"--{option}: {text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"--{option}: {text} must be a finite number ≥ 0 (0: no limit)")
+        return value or None
+
+    return parse
+
+
 def parse_output_path(text: str) -> Path:
     """An output file whose directory exists and is writable (checked before any work starts)."""
     path = Path(text)
@@ -91,8 +107,29 @@ DEVICE = Option("device", "cpu, cuda or all (CUDA is skipped with a reason when 
 SEED = Option("seed", "seed that replays the whole run", str(DEFAULT_SEED), parse_seed, "N")
 PROFILE = Option("profile", "how hard to look: " + ", ".join(f"{p.name} ({p.description})" for p in PROFILES.values()),
                  DEFAULT_PROFILE, parse_choice("profile", tuple(PROFILES)), "NAME")
+DTYPE = Option("dtype", "dtype of the statistical samples (exact properties try every float dtype): "
+               "float16, bfloat16, float32, float64", "float32",
+               parse_choice("dtype", ("float16", "bfloat16", "float32", "float64")), "DTYPE")
 ONLY = Option("only", "run only these property IDs, comma-separated", None, parse_only, "ID[,ID...]")
 JSON = Option("json", "write every verdict with its evidence to this JSON file", None, parse_output_path, "PATH")
+TIMEOUT = Option("timeout", "time limit per property check in seconds, 0 for none; a check that runs over "
+                 "gets a TIMEOUT verdict and the run goes on", f"{DEFAULT_TIMEOUT_S:g}", parse_limit("timeout"), "SECONDS")
+MEMORY_LIMIT = Option("memory-limit", "how far one property check's process may grow, in MiB, 0 for no limit "
+                      "(Linux, CPU); beyond it the check's verdict is an out-of-memory error",
+                      f"{DEFAULT_MEMORY_LIMIT_MB:g}", parse_limit("memory-limit"), "MIB")
 
-CHECK_OPTIONS: tuple[Option, ...] = (CONTRACT, PS, DEVICE, SEED, PROFILE, ONLY, JSON)
-DECODE_OPTIONS: tuple[Option, ...] = (DEVICE, SEED, JSON)
+def parse_positions(text: str) -> int:
+    try:
+        n = int(str(text), 10)
+    except ValueError:
+        raise ValueError(f"--max-positions: {text!r} is not an integer") from None
+    if n < 4:
+        raise ValueError(f"--max-positions: {n} is too small; prompts and new tokens need at least 4 positions")
+    return n
+
+
+MAX_POSITIONS = Option("max-positions", "prompt plus generated tokens stay within this many positions", "32",
+                       parse_positions, "N")
+
+CHECK_OPTIONS: tuple[Option, ...] = (CONTRACT, PS, DEVICE, SEED, PROFILE, DTYPE, ONLY, JSON, TIMEOUT, MEMORY_LIMIT)
+DECODE_OPTIONS: tuple[Option, ...] = (DEVICE, SEED, MAX_POSITIONS, ONLY, JSON)

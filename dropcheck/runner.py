@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dropcheck import __version__, registry
+from dropcheck import __version__, guard, registry
 from dropcheck.contracts import get_contract
 from dropcheck.context import CheckContext
 from dropcheck.exact import run_exact
@@ -41,6 +41,11 @@ def versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.version.cuda or "none",  # the CUDA runtime torch was built with
+        "cuda_devices": ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        if torch.cuda.is_available() else "none",
     }
 
 
@@ -74,11 +79,15 @@ class CheckResult:
     duration_s: float
     versions: dict[str, str]
     spatial_rank: int | None = None
+    dtype: str = "float32"
+    interrupted: bool = False  # Ctrl-C: `verdicts` holds those gathered before it
+    limits: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when no property failed, errored or timed out (skips and passes only)."""
-        return all(v.status in (Status.PASS, Status.SKIP) for v in self.verdicts)
+        """True when no property failed, errored or timed out (skips and passes only), and the run
+        was not interrupted."""
+        return not self.interrupted and all(v.status in (Status.PASS, Status.SKIP) for v in self.verdicts)
 
     def failures(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.status not in (Status.PASS, Status.SKIP)]
@@ -107,7 +116,10 @@ class CheckResult:
             "ps": self.ps,
             "devices": self.devices,
             "spatial_rank": self.spatial_rank,
+            "sample_dtype": self.dtype,
             "ok": self.ok,
+            "interrupted": self.interrupted,
+            "limits": self.limits,
             "started": self.started,
             "finished": self.finished,
             "duration_s": round(self.duration_s, 3),
@@ -148,14 +160,27 @@ def run_check(
     seed: int = DEFAULT_SEED,
     profile: str = "default",
     only: Sequence[str] | None = None,
+    dtype: str = "float32",
     on_verdict: Callable[[Verdict], None] | None = None,
+    select: Callable[[str, float | None, str], bool] | None = None,
+    timeout: float | None = guard.DEFAULT_TIMEOUT_S,
+    memory_limit_mb: int | None = guard.DEFAULT_MEMORY_LIMIT_MB,
 ) -> CheckResult:
     """Check a dropout TARGET against a contract and return every verdict.
 
     >>> result = run_check("torch.nn:Dropout", profile="quick", only=["EVAL-IDENTITY"])
     >>> result.ok
     True
+
+    `select(property_id, p, device)` (p None for exact properties) runs only the slices it accepts,
+    with the alpha ledger still planned over the whole run: the pytest plugin runs one per test.
+
+    Each property check runs under `timeout` seconds and `memory_limit_mb` (None or 0: no limit;
+    see `dropcheck.guard`): one that hangs, crashes or runs out of memory gets a TIMEOUT or ERROR
+    verdict and the run goes on. Ctrl-C stops the run and returns the verdicts gathered so far,
+    with `interrupted` set.
     """
+    keep = select or (lambda pid, p, dev: True)
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
     resolved = resolve_dropout(target)
@@ -165,12 +190,14 @@ def run_check(
     ps = [float(p) for p in ps]
     devices = expand_devices(device)
     properties = registry.for_contract(con.name)
+    runnable = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    # The ledger is planned over the whole run even with --only, so that `--only ID` replays a
+    # verdict of the full run exactly: same seed, same sample, same alpha share.
+    statistical_ids = [p.id for p in properties if p.kind == "statistical"]
+    ledger = Ledger.plan(statistical_ids, [p for p in ps if 0.0 < p < 1.0], runnable)
     if only:
         wanted = [registry.get(pid).id for pid in only]
         properties = [p for p in properties if p.id in wanted]
-    runnable = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    statistical_ids = [p.id for p in properties if p.kind == "statistical"]
-    ledger = Ledger.plan(statistical_ids, [p for p in ps if 0.0 < p < 1.0], runnable)
 
     verdicts: list[Verdict] = []
 
@@ -180,21 +207,28 @@ def run_check(
             on_verdict(v)
 
     spatial_rank = None
-    for dev in devices:
-        if dev not in runnable:
+    limits: dict[str, Any] = {"timeout_s": timeout or None, "memory_limit_mb": memory_limit_mb or None, "isolation": {}}
+    interrupted = False
+    try:
+        for dev in devices:
+            if dev not in runnable:
+                for prop in properties:
+                    if keep(prop.id, None, dev):
+                        emit(Verdict(prop.id, Status.SKIP, CUDA_MISSING, device=dev, seed=seed))
+                continue
+            limits["isolation"][dev] = _mechanism(resolved, dev)
+            rank = _probe_limited(resolved, dev, limits) if con.unit == "channel" else 1
+            spatial_rank = rank if con.unit == "channel" else None
+            ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, rank, getattr(torch, dtype))
             for prop in properties:
-                emit(Verdict(prop.id, Status.SKIP, CUDA_MISSING, device=dev, seed=seed))
-            continue
-        rank = probe_spatial_rank(resolved, dev) if con.unit == "channel" else 1
-        spatial_rank = rank if con.unit == "channel" else None
-        ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, rank)
-        for prop in properties:
-            if prop.kind == "exact":
-                emit(run_exact(ctx, prop.id))
-        for p in ps:
-            for prop in properties:
-                if prop.kind == "statistical":
-                    emit(run_statistical(ctx, prof, ledger, prop.id, p))
+                if prop.kind == "exact" and keep(prop.id, None, dev):
+                    emit(_limited(ctx, prop.id, None, lambda: run_exact(ctx, prop.id), limits))
+            for p in ps:
+                for prop in properties:
+                    if prop.kind == "statistical" and keep(prop.id, p, dev):
+                        emit(_limited(ctx, prop.id, p, lambda: run_statistical(ctx, prof, ledger, prop.id, p), limits))
+    except KeyboardInterrupt:  # Ctrl-C: stop, and keep every verdict gathered so far
+        interrupted = True
 
     return CheckResult(
         target=resolved.spec,
@@ -210,5 +244,48 @@ def run_check(
         duration_s=time.perf_counter() - t0,
         versions=versions(),
         spatial_rank=spatial_rank,
+        dtype=dtype,
+        interrupted=interrupted,
+        limits=limits,
     )
+
+
+def _mechanism(target: DropoutTarget, device: str) -> str:
+    # `dropcheck bench` times the implementation's calls in this process (CallMeter): no fork there.
+    return "alarm" if getattr(target, "meter", None) is not None else guard.choose_mechanism(device)
+
+
+def _probe_limited(target: DropoutTarget, device: str, limits: dict[str, Any]) -> int:
+    """The channel-rank probe calls the implementation too, so it runs under the same limits; if it
+    hangs or crashes, rank 1 is assumed and the properties report the problem themselves."""
+    outcome = guard.run_limited(lambda: probe_spatial_rank(target, device), limits["timeout_s"],
+                                memory_limit_mb=limits["memory_limit_mb"], mechanism=_mechanism(target, device))
+    return outcome.value if outcome.status == "ok" else 1
+
+
+def _limited(ctx: CheckContext, property_id: str, p: float | None, check: Callable[[], Verdict],
+             limits: dict[str, Any]) -> Verdict:
+    """Run one property check under the run's limits (dropcheck.guard) and turn a hang, a crash or
+    an allocation failure into that property's verdict, so that it costs nothing else."""
+    timeout, memory = limits["timeout_s"], limits["memory_limit_mb"]
+    outcome = guard.run_limited(check, timeout, memory_limit_mb=memory, mechanism=_mechanism(ctx.target, ctx.device))
+    if outcome.status == "ok":
+        verdict = outcome.value
+        if verdict.status is Status.ERROR and guard.is_out_of_memory(verdict.summary):
+            bound = f"{memory:g} MiB" if memory and outcome.mechanism == "fork" else "the machine's memory"
+            verdict.summary = f"out of memory (limit: {bound} beyond the check's start): {verdict.summary}"
+            verdict.evidence["out_of_memory"] = True
+        return verdict
+    common = dict(device=ctx.device, p=p, seed=ctx.seed, replay=ctx.replay(property_id, p),
+                  duration_s=outcome.elapsed, evidence={"isolation": outcome.mechanism})
+    if outcome.status == "timeout":
+        # The summary holds no measured time, so that two runs' reports stay identical.
+        unfinished = "; the sample could not be completed, so there is no verdict on it" if p is not None else ""
+        common["evidence"]["timeout_s"] = timeout
+        return Verdict(property_id, Status.TIMEOUT, f"did not finish within the {timeout:g} s limit (--timeout): "
+                       f"the implementation hangs or is too slow{unfinished}", **common)
+    if outcome.status == "crashed":
+        return Verdict(property_id, Status.ERROR, f"crashed: {outcome.message}", **common)
+    common["evidence"]["traceback"] = outcome.detail
+    return Verdict(property_id, Status.ERROR, f"the check was ended by {outcome.message}", **common)
 

@@ -31,11 +31,12 @@ def unit_input_shape(ctx: CheckContext, units: int, rows: int = 1) -> tuple[int,
     return (units, 1)
 
 
-def signed_uniform(shape: tuple[int, ...], device: str, gen: torch.Generator) -> torch.Tensor:
-    """±U(1, 2) in float32: never 0, subnormal or near overflow."""
+def signed_uniform(shape: tuple[int, ...], device: str, gen: torch.Generator,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """±U(1, 2): never 0, subnormal or near overflow, in any float dtype."""
     mag = 1.0 + torch.rand(shape, generator=gen)
     sign = torch.where(torch.rand(shape, generator=gen) < 0.5, -1.0, 1.0)
-    return (mag * sign).to(device)
+    return (mag * sign).to(device=device, dtype=dtype)
 
 
 def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float) -> torch.Tensor:

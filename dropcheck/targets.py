@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,15 +93,43 @@ class DropoutUnderTest:
     way a user would (module: `.train()`/`.eval()`; function: the `training` argument).
     """
 
-    def __init__(self, call: Callable[[torch.Tensor, bool], torch.Tensor], module: nn.Module | None):
+    def __init__(self, call: Callable[[torch.Tensor, bool], torch.Tensor], module: nn.Module | None,
+                 meter: "CallMeter | None" = None):
         self._call = call
         self.module = module
+        self.meter = meter
 
     def train(self, x: torch.Tensor) -> torch.Tensor:
-        return self._call(x, True)
+        return self._metered(x, True)
 
     def eval(self, x: torch.Tensor) -> torch.Tensor:
-        return self._call(x, False)
+        return self._metered(x, False)
+
+    def _metered(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        if self.meter is None:
+            return self._call(x, training)
+        start = time.perf_counter()
+        try:
+            return self._call(x, training)
+        finally:
+            self.meter.add(x, training, time.perf_counter() - start)
+
+
+@dataclasses.dataclass
+class CallMeter:
+    """Time spent inside the implementation's own calls, for `dropcheck bench`'s overhead figure.
+    Records each call's shape, dtype and mode so a bare loop can replay the same calls."""
+
+    calls: int = 0
+    seconds: float = 0.0
+    elements: int = 0
+    log: list[tuple[tuple[int, ...], torch.dtype, bool]] = dataclasses.field(default_factory=list)
+
+    def add(self, x: torch.Tensor, training: bool, seconds: float) -> None:
+        self.calls += 1
+        self.seconds += seconds
+        self.elements += x.numel()
+        self.log.append((tuple(x.shape), x.dtype, training))
 
 
 @dataclasses.dataclass
@@ -110,6 +139,7 @@ class DropoutTarget:
     spec: str
     obj: Any
     kind: str  # "module" or "function"
+    meter: CallMeter | None = None  # set by `dropcheck bench` to time the implementation's calls
 
     @property
     def name(self) -> str:
@@ -137,14 +167,14 @@ class DropoutTarget:
                 module.train(training)
                 return module(x)
 
-            return DropoutUnderTest(call, module)
+            return DropoutUnderTest(call, module, self.meter)
 
         fn = self.obj
 
         def call_fn(x: torch.Tensor, training: bool) -> torch.Tensor:
             return fn(x, p, training)
 
-        return DropoutUnderTest(call_fn, None)
+        return DropoutUnderTest(call_fn, None, self.meter)
 
 
 def resolve_dropout(target: str | Any) -> DropoutTarget:

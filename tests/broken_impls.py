@@ -252,3 +252,72 @@ BROKEN: dict[str, list[tuple[object, str]]] = {
     "INDEP-CALLS": [(cached_mask, "inverted")],
     "INDEP-INPUT": [(value_dependent, "inverted")],
 }
+
+
+# ---- subtle bugs: the power catalogue (tests/test_power_catalogue.py) -------------------------------
+def quantized_8bit(x, p, training):
+    """Decides keep on 8-bit random numbers, as fused GPU kernels do: the drop rate becomes
+    floor(256·p)/256 (0.09766 at p=0.1) (DROP-RATE)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    r = torch.randint(0, 256, x.shape, device=x.device)
+    keep = r >= math.floor(256 * p)
+    return x * keep.to(x.dtype) * _scale(p)
+
+
+def rate_off_by_0004(x, p, training):
+    """Drops with probability p + 0.004 (DROP-RATE)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    return x * (torch.rand(x.shape, device=x.device) >= min(1.0, p + 0.004)).to(x.dtype) * _scale(p)
+
+
+_last_mask: dict = {}
+
+
+def shifted_reuse(x, p, training):
+    """Each call reuses the previous call's mask shifted by one position (INDEP-CALLS)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    key = (tuple(x.shape), p, x.device.type)
+    prev = _last_mask.get(key)
+    keep = _keep(x, p) if prev is None else prev.flatten().roll(1).reshape(x.shape)
+    _last_mask[key] = keep
+    return x * keep.to(x.dtype) * _scale(p)
+
+
+def exact_count(x, p, training):
+    """Drops exactly round(p·N) elements every call: right rate, no binomial spread (INDEP-CALLS)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    n = x.numel()
+    keep = torch.ones(n, dtype=torch.bool, device=x.device)
+    keep[torch.randperm(n, device=x.device)[: round(p * n)]] = False
+    return x * keep.reshape(x.shape).to(x.dtype) * _scale(p)
+
+
+def jittered_survivors(x, p, training):
+    """Survivors scaled by 1/(1-p) times a ±1% jitter (SUPPORT-SCALE)."""
+    _validated(p)
+    if not training or p in (0, 1):
+        return x if not training or p == 0 else torch.zeros_like(x)
+    jitter = 1.0 + 0.01 * (2 * torch.rand(x.shape, device=x.device) - 1)
+    return x * _keep(x, p).to(x.dtype) * (_scale(p) * jitter).to(x.dtype)
+
+
+# (implementation, the property expected to catch it, contract): each must fail the default profile
+# for every seed in the catalogue test.
+POWER_CATALOGUE: list[tuple[object, str, str]] = [
+    (quantized_8bit, "DROP-RATE", "inverted"),
+    (rate_off_by_0004, "DROP-RATE", "inverted"),
+    (tiled_mask, "INDEP-POSITIONS", "inverted"),
+    (shifted_reuse, "INDEP-CALLS", "inverted"),
+    (exact_count, "INDEP-CALLS", "inverted"),
+    (jittered_survivors, "SUPPORT-SCALE", "inverted"),
+    (value_dependent, "INDEP-INPUT", "inverted"),
+    (backward_fresh_mask, "GRAD-MASK", "inverted"),
+]

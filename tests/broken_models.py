@@ -33,8 +33,12 @@ class FunctionalDropoutGPT(GPTModel):
 class _SDPAAlwaysDrop(MultiHeadAttention):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = (w(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for w in (self.W_query, self.W_key, self.W_value))
-        ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.drop_p)  # BUG: not gated on self.training
+        q, k, v = (
+            w(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B,T,D) -> (B,H,T,hd)
+            for w in (self.W_query, self.W_key, self.W_value)
+        )
+        # BUG: dropout_p is not gated on self.training, and SDPA drops whenever dropout_p > 0
+        ctx = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.drop_p)
         return self.out_proj(ctx.transpose(1, 2).reshape(b, t, d))  # (B,H,T,hd) -> (B,T,D)
 
 
@@ -74,11 +78,14 @@ class NeverAppliedGPT(GPTModel):
         super().__init__(GPTConfig(drop_attn=0.0))  # keep attention (called below) free of dropout
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        pos = torch.arange(idx.shape[1], device=idx.device)  # (T,)
+        start = cache.pos if cache is not None else 0
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
         x = self.tok_emb(idx) + self.pos_emb(pos)  # BUG: self.drop_emb is never applied
-        for block in self.blocks:
-            x = x + block.att(block.norm1(x))  # BUG: nor block.drop_resid
+        for i, block in enumerate(self.blocks):
+            x = x + block.att(block.norm1(x), cache, i)  # BUG: nor block.drop_resid
             x = x + block.ff(block.norm2(x))
+        if cache is not None:
+            cache.pos += idx.shape[1]
         return self.out_head(self.final_norm(x))  # (B,T,D) -> (B,T,V)
 
 

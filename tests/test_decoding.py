@@ -59,6 +59,7 @@ def test_verdicts_replay_and_leave_caller_rngs_alone():
     np.random.seed(123)
     before = rng_fingerprint()
     first = [(v.property_id, v.status, v.summary) for v in run_decode(max_positions=12, seed=7)]
+    run_decode(BROKEN["DECODE-REPEAT"][0], max_positions=8)  # a model that draws in eval mode, too
     assert rng_fingerprint() == before, "run_decode moved the caller's RNG state (expected it restored)"
     again = [(v.property_id, v.status, v.summary) for v in run_decode(max_positions=12, seed=7)]
     assert first == again, f"same seed, expected the same verdicts; got\n{first}\nthen\n{again}"
@@ -86,7 +87,7 @@ def test_prompt_and_new_tokens_stay_within_max_positions():
     with pytest.raises(ValueError, match="max_positions"):
         run_decode(max_positions=1)
     (v, *_) = run_decode(max_positions=65)  # the built-in context is 64
-    assert v.status is Status.ERROR and "context length 64" in v.summary, f"expected ERROR naming the context, got {v.summary}"
+    assert v.status is Status.ERROR and "context length 64" in v.summary, f"expected ERROR naming the context, got {v.summary!r}"
 
 
 def test_cuda_device_without_cuda_is_skipped_with_reason():
@@ -105,7 +106,8 @@ def test_cuda_device_without_cuda_is_skipped_with_reason():
 def test_property_catches_its_broken_model(property_id, model):
     (verdict,) = run_decode(model, only=[property_id])
     assert verdict.status is Status.FAIL, (
-        f"{property_id} on {model.__name__}: expected fail, got {verdict.status.value}: {verdict.summary}\n[{verdict.replay}]"
+        f"{property_id} on {model.__name__}: expected fail, got {verdict.status.value}: {verdict.summary}\n"
+        f"[{verdict.replay}]"
     )
 
 
@@ -128,9 +130,13 @@ class _NoDropoutLM(nn.Module):
         return self.head(torch.tanh(self.emb(idx)))  # (B,T) -> (B,T,D) -> (B,T,V)
 
 
+def _gpt_all_p_zero() -> GPTModel:
+    return GPTModel(GPTConfig(drop_emb=0, drop_attn=0, drop_resid=0))
+
+
 @pytest.mark.parametrize(
     "target,reason",
-    [(_NoDropoutLM, "model has no dropout"), (lambda: GPTModel(GPTConfig(drop_emb=0, drop_attn=0, drop_resid=0)), "model has no dropout (5 dropout modules, all with p=0)")],
+    [(_NoDropoutLM, "model has no dropout"), (_gpt_all_p_zero, "model has no dropout (5 dropout modules, all with p=0)")],
     ids=["no-modules", "all-p-zero"],
 )
 def test_model_without_dropout_skips_train_active(target, reason):
@@ -242,13 +248,16 @@ def test_resolve_model_forms():
 
 def test_cuda_determinism_restores_the_callers_settings(monkeypatch):
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    def settings():
+        return torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+    before = settings()
     with cuda_determinism():
         assert torch.are_deterministic_algorithms_enabled(), "expected deterministic algorithms on inside"
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32, "expected TF32 off inside"
         got = os.environ["CUBLAS_WORKSPACE_CONFIG"]
         assert got == ":4096:8", f"CUBLAS_WORKSPACE_CONFIG inside: expected ':4096:8', got {got!r}"
-    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    after = settings()
     assert after == before, f"settings: expected {before} restored, got {after}"
     got = os.environ["CUBLAS_WORKSPACE_CONFIG"]
     assert got == ":16:8", f"CUBLAS_WORKSPACE_CONFIG after: expected the caller's ':16:8', got {got!r}"

@@ -1,6 +1,4 @@
 """The built-in GPT: shapes, its two attention paths, its KV cache, and where its dropout lives."""
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -93,7 +91,7 @@ def test_train_mode_drops_and_eval_mode_does_not(use_sdpa):
         model.eval()
         e1, e2 = model(x), model(x)
     assert not torch.equal(t1, t2), f"use_sdpa={use_sdpa}: expected two train calls to differ, got equal logits"
-    assert torch.equal(e1, e2), f"use_sdpa={use_sdpa}: expected two eval calls bitwise equal, got max |Δ| {(e1 - e2).abs().max():.3g}"
+    assert torch.equal(e1, e2), f"use_sdpa={use_sdpa}: expected eval calls bitwise equal, got max |Δ| {(e1 - e2).abs().max():.3g}"
 
 
 @pytest.mark.parametrize("use_sdpa", [False, True], ids=["explicit", "sdpa"])
