@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import inspect
 import os
 import random
 import shlex
@@ -36,279 +35,27 @@ import torch
 from torch import nn
 
 from dropcheck import registry
-from dropcheck.gpt import GPTModel, KVCache, zero_dropout
+from dropcheck.gpt import GPTModel, zero_dropout
+from dropcheck.models import (
+    Decode,
+    ModelTarget,
+    active_dropout,
+    cache_kind,
+    compare_tie_aware,
+    diff_summary,
+    dropout_modules,
+    first_token_diff,
+    greedy,
+    logits_of,
+    resolve_model,
+    same_bits,
+)
 from dropcheck.seeding import DEFAULT_SEED, derive_seed, rng_fingerprint, seeded
-from dropcheck.targets import TargetError, load_object
+from dropcheck.targets import TargetError
 from dropcheck.verdict import Status, Verdict
 
-# A disagreement between two different computations is a near-tie when the reference's margin
-# between the two tokens is at most rtol·max(1, max|logit|): a few ulps of the logits' scale,
-# the size of a reordered float reduction (float32's ulp is 1.2e-7; half types' 1e-3).
-TIE_RTOL: dict[torch.dtype, float] = {
-    torch.float64: 1e-10,
-    torch.float32: 1e-4,
-    torch.float16: 1e-2,
-    torch.bfloat16: 1e-2,
-}
 N_PROMPTS = 3  # prompts per check: enough to see a leak, few enough for a one-second run
 DEFAULT_MAX_POSITIONS = 32
-
-# --- the model under test --------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ModelTarget:
-    """A resolved model TARGET: `build(seed, device)` makes a fresh model with reproducible weights."""
-
-    spec: str  # as the user wrote it, for replay lines; "" for the built-in GPT
-    make: Callable[[], Any]
-
-    def build(self, seed: int, device: str) -> nn.Module:
-        with seeded(seed):
-            model = self.make()
-        if not isinstance(model, nn.Module):
-            raise TargetError(f"TARGET {self.spec!r} built a {type(model).__name__}, not an nn.Module")
-        return model.to(device)
-
-
-def resolve_model(target: str | Any | None) -> ModelTarget:
-    """Resolve a model TARGET: None (the built-in GPT), `pkg.mod:NAME`, `file.py:NAME`, or the object.
-
-    NAME is an nn.Module subclass built with no arguments, a zero-argument factory, or a module
-    instance (deep-copied for each check, so the checks cannot disturb it or each other).
-
-    >>> resolve_model(None).build(0, "cpu").__class__.__name__
-    'GPTModel'
-    >>> resolve_model("torch.nn:Linear")
-    Traceback (most recent call last):
-    ...
-    dropcheck.targets.TargetError: TARGET 'torch.nn:Linear' is an nn.Module subclass that needs constructor arguments (in_features, out_features); give a zero-argument factory instead
-    """
-    if target is None:
-        return ModelTarget("", GPTModel)
-    spec = target if isinstance(target, str) else _describe(target)
-    obj = load_object(target) if isinstance(target, str) else target
-    if isinstance(obj, nn.Module):
-        return ModelTarget(spec, lambda: copy.deepcopy(obj))
-    if inspect.isclass(obj) and not issubclass(obj, nn.Module):
-        raise TargetError(f"TARGET {spec!r} is a class but not an nn.Module subclass")
-    if not callable(obj):
-        raise TargetError(
-            f"TARGET {spec!r} is a {type(obj).__name__}: expected an nn.Module subclass or a zero-argument factory"
-        )
-    missing = _required_params(obj)
-    if missing:
-        what = "an nn.Module subclass" if inspect.isclass(obj) else "a function"
-        raise TargetError(
-            f"TARGET {spec!r} is {what} that needs constructor arguments ({', '.join(missing)}); "
-            "give a zero-argument factory instead"
-        )
-    return ModelTarget(spec, obj)
-
-
-def _required_params(obj: Callable) -> list[str]:
-    try:
-        params = inspect.signature(obj).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature: give them the benefit of the doubt
-        return []
-    return [
-        p.name
-        for p in params
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-
-
-def _describe(obj: Any) -> str:
-    if isinstance(obj, nn.Module):  # its weights are not in any file: say so rather than name the class
-        return f"<{_describe(type(obj))} instance>"
-    mod = getattr(obj, "__module__", None) or "?"
-    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
-    return f"{mod}:{name}"
-
-
-def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-    """One forward pass, (B, T) -> (B, T, V): a plain tensor, or `.logits` (Hugging Face outputs)."""
-    with torch.no_grad():
-        return _unwrap(model(idx), idx)
-
-
-def _unwrap(out: Any, idx: torch.Tensor) -> torch.Tensor:
-    logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"model returned {type(out).__name__}; expected logits (B, T, V) or an object with .logits")
-    if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(idx.shape):
-        raise ValueError(
-            f"model output has shape {tuple(logits.shape)}; expected (B, T, V) with (B, T) = {tuple(idx.shape)}"
-        )
-    return logits
-
-
-def dropout_modules(model: nn.Module) -> list[nn.Module]:
-    """Dropout modules found by type: torch's dropout classes, and leaf modules whose class is named *Dropout*.
-
-    Only leaves match by name: a model called `NoDropoutLM` or `GPTWithDropout` is not a dropout layer.
-    """
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.dropout._DropoutNd) or ("Dropout" in type(m).__name__ and not any(m.children()))
-    ]
-
-
-def _active_dropout(model: nn.Module) -> list[nn.Module]:
-    """Dropout modules with p > 0, or whose p dropcheck cannot read (then assumed active)."""
-    active = []
-    for m in dropout_modules(model):
-        p = getattr(m, "p", None)
-        if not isinstance(p, (int, float)) or p > 0:
-            active.append(m)
-    return active
-
-
-# --- greedy decoding, with or without a cache -------------------------------------------------
-
-
-@dataclasses.dataclass
-class Decode:
-    """The result of greedy decoding: new tokens (B, N) and the logits each was chosen from (B, N, V)."""
-
-    tokens: torch.Tensor
-    logits: torch.Tensor
-
-    @staticmethod
-    def cat(parts: list[Decode]) -> Decode:
-        return Decode(torch.cat([p.tokens for p in parts]), torch.cat([p.logits for p in parts]))
-
-
-def cache_kind(model: nn.Module) -> str | None:
-    """How dropcheck can drive the model's KV cache: "builtin", "hf", or None (it cannot)."""
-    if isinstance(model, GPTModel):
-        return "builtin"
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return None
-    if "use_cache" in params and ("cache" in params or "past_key_values" in params):
-        return "hf"
-    return None
-
-
-def _stepper(model: nn.Module, use_cache: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function from the whole sequence so far (B, T) to the next-token logits (B, V)."""
-    if not use_cache:
-        return lambda idx: logits_of(model, idx)[:, -1, :]
-    kind = cache_kind(model)
-    if kind is None:
-        raise TypeError(f"dropcheck cannot drive a KV cache of {type(model).__name__}")
-    # transformers 5 renamed past_key_values to cache; older releases only know the old name.
-    hf_key = "cache" if kind == "hf" and "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    state: dict[str, Any] = {"cache": KVCache() if kind == "builtin" else None, "seen": 0}
-
-    def step(idx: torch.Tensor) -> torch.Tensor:
-        new = idx[:, state["seen"] :]  # only the tokens the cache has not seen: (B, T) -> (B, T_new)
-        state["seen"] = idx.shape[1]
-        if kind == "builtin":
-            return _unwrap(model(new, cache=state["cache"]), new)[:, -1, :]
-        out = model(new, use_cache=True, **({} if state["cache"] is None else {hf_key: state["cache"]}))
-        state["cache"] = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
-        if state["cache"] is None:
-            raise TypeError(f"{type(model).__name__} was called with use_cache=True but returned no cache")
-        return _unwrap(out, new)[:, -1, :]
-
-    return step
-
-
-def greedy(model: nn.Module, prompts: torch.Tensor, n_new: int, use_cache: bool = False) -> Decode:
-    """Greedy decoding of `n_new` tokens after `prompts` (B, T), keeping each step's logits (on CPU).
-
-    >>> m = GPTModel().eval()
-    >>> greedy(m, torch.tensor([[1, 2]]), 3).tokens.shape
-    torch.Size([1, 3])
-    """
-    step = _stepper(model, use_cache)
-    idx, tokens, logits = prompts, [], []
-    with torch.no_grad():
-        for _ in range(n_new):
-            last = step(idx)  # (B, V)
-            nxt = last.argmax(dim=-1)  # (B,)
-            tokens.append(nxt.cpu())
-            logits.append(last.detach().cpu())
-            idx = torch.cat([idx, nxt[:, None]], dim=1)  # (B, T) -> (B, T+1)
-    return Decode(torch.stack(tokens, dim=1), torch.stack(logits, dim=1))  # (B, N), (B, N, V)
-
-
-# --- comparisons ------------------------------------------------------------------------------
-
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bitwise equality (NaN equals NaN with the same bits; -0.0 differs from 0.0)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if a.is_floating_point():
-        ints = {8: torch.int64, 4: torch.int32, 2: torch.int16}[a.element_size()]
-        return torch.equal(a.contiguous().view(ints), b.contiguous().view(ints))
-    return torch.equal(a, b)
-
-
-def _diff_summary(a: torch.Tensor, b: torch.Tensor) -> str:
-    a, b = a.double().cpu(), b.double().cpu()
-    differ = ~((a == b) | (a.isnan() & b.isnan()))
-    delta = (a - b).abs().nan_to_num(nan=float("inf"))
-    return f"{int(differ.sum())} of {a.numel()} logits differ, max |Δ| {float(delta.max()):.3g}"
-
-
-def _first_token_diff(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int, int] | None:
-    """(prompt, step, token in a, token in b) of the first difference, prompt by prompt."""
-    for row in range(a.shape[0]):
-        diff = (a[row] != b[row]).nonzero()
-        if len(diff):
-            s = int(diff[0])
-            return row, s, int(a[row, s]), int(b[row, s])
-    return None
-
-
-def compare_tie_aware(ref: Decode, other: Decode, what: str) -> tuple[Status, str, dict[str, Any]]:
-    """Compare two different computations' tokens; a disagreement where `ref` was unsure is a near-tie.
-
-    After the first disagreement of a prompt the two sequences have different contexts, so only
-    the steps up to it are compared.
-    """
-    rtol = TIE_RTOL.get(ref.logits.dtype, 1e-4)
-    n_prompts, n_steps = ref.tokens.shape
-    compared, mismatches, near_ties = 0, [], []
-    for row in range(n_prompts):
-        diff = (ref.tokens[row] != other.tokens[row]).nonzero()
-        if not len(diff):
-            compared += n_steps
-            continue
-        s = int(diff[0])
-        compared += s + 1
-        step_logits = ref.logits[row, s].double()
-        a, b = int(ref.tokens[row, s]), int(other.tokens[row, s])
-        margin = float(step_logits[a] - step_logits[b])
-        tol = rtol * max(1.0, float(step_logits.abs().max()))
-        entry = {"prompt": row, "step": s, "ref_token": a, "other_token": b, "margin": margin, "tolerance": tol}
-        (near_ties if margin <= tol else mismatches).append(entry)
-    evidence: dict[str, Any] = {
-        "prompts": n_prompts,
-        "steps": n_steps,
-        "compared_steps": compared,
-        "mismatches": len(mismatches),
-        "near_ties": len(near_ties),
-        "tie_rtol": rtol,
-        "near_tie_details": near_ties[:5],
-    }
-    ties = f"; {len(near_ties)} near-tie(s) not counted" if near_ties else ""
-    if mismatches:
-        m = mismatches[0]
-        evidence["first_mismatch"] = m
-        return Status.FAIL, (
-            f"tokens differ at step {m['step']} of prompt {m['prompt']}: {m['ref_token']} vs {m['other_token']} "
-            f"({what}; reference margin {m['margin']:.3g} > tolerance {m['tolerance']:.2g}); "
-            f"{len(mismatches)} of {n_prompts} prompts disagree{ties}"
-        ), evidence
-    return Status.PASS, f"{what}: {n_prompts} prompts × {n_steps} steps give the same tokens{ties}", evidence
-
 
 # --- one check's setting ----------------------------------------------------------------------
 
@@ -346,13 +93,13 @@ def check_repeat(run: _Run) -> Outcome:
     model, x = run.model().eval(), run.prompts("DECODE-REPEAT")
     a, b = greedy(model, x, run.n_new), greedy(model, x, run.n_new)
     ev = {**run.sizes(), "prompts": len(x), "logits_bitwise_equal": same_bits(a.logits, b.logits)}
-    diff = _first_token_diff(a.tokens, b.tokens)
+    diff = first_token_diff(a.tokens, b.tokens)
     if diff:
         row, s, ta, tb = diff
         ev["first_difference"] = {"prompt": row, "step": s, "run1": ta, "run2": tb}
         return Status.FAIL, f"tokens differ at step {s} of prompt {row}: {ta} vs {tb} (eval run 1 vs run 2)", ev
     if not ev["logits_bitwise_equal"]:
-        diff_text = _diff_summary(a.logits, b.logits)
+        diff_text = diff_summary(a.logits, b.logits)
         return Status.FAIL, f"tokens agree but step logits do not ({diff_text}): eval decoding is not deterministic", ev
     summary = f"2 eval decodes of {len(x)} prompts × {run.n_new} steps: identical tokens, bitwise-equal logits"
     return Status.PASS, summary, ev
@@ -378,14 +125,14 @@ def check_rng_free(run: _Run) -> Outcome:
         return Status.FAIL, f"an eval forward advanced the {', '.join(moved)} RNG state (eval must draw nothing)", ev
     for label, other in (("after drawing random numbers", drawn), ("after reseeding", reseeded)):
         if not same_bits(first, other):
-            return Status.FAIL, f"eval logits depend on the RNG state: {label}, {_diff_summary(first, other)}", ev
+            return Status.FAIL, f"eval logits depend on the RNG state: {label}, {diff_summary(first, other)}", ev
     return Status.PASS, "eval logits bitwise equal after drawing and after reseeding; no RNG state advanced", ev
 
 
 def check_train_active(run: _Run) -> Outcome:
     """DECODE-TRAIN-ACTIVE: train outputs vary between calls and differ from eval (when there is dropout)."""
     model, x = run.model(), run.prompts("DECODE-TRAIN-ACTIVE")
-    found, active = dropout_modules(model), _active_dropout(model)  # read before any mode switch
+    found, active = dropout_modules(model), active_dropout(model)  # read before any mode switch
     model.train()
     t1, t2 = logits_of(model, x), logits_of(model, x)
     model.eval()
@@ -398,7 +145,7 @@ def check_train_active(run: _Run) -> Outcome:
         "train_differs_from_eval": differs,
     }
     if varies and differs:
-        return Status.PASS, f"train outputs vary between calls ({_diff_summary(t1, t2)}) and differ from eval", ev
+        return Status.PASS, f"train outputs vary between calls ({diff_summary(t1, t2)}) and differ from eval", ev
     if varies:
         return Status.FAIL, "train outputs vary between calls but one equals eval bitwise", ev
     if not active:
@@ -430,13 +177,13 @@ def check_p_zero(run: _Run) -> Outcome:
         full_b, dec_b = logits_of(zeroed, x), greedy(zeroed, x, run.n_new)
     ev = {**run.sizes(), "prompts": len(x)}
     if not same_bits(full_a, full_b):
-        return Status.FAIL, f"eval logits differ from the p=0 copy: {_diff_summary(full_a, full_b)}", ev
-    diff = _first_token_diff(dec_a.tokens, dec_b.tokens)
+        return Status.FAIL, f"eval logits differ from the p=0 copy: {diff_summary(full_a, full_b)}", ev
+    diff = first_token_diff(dec_a.tokens, dec_b.tokens)
     if diff:
         row, s, ta, tb = diff
         return Status.FAIL, f"tokens differ at step {s} of prompt {row}: {ta} vs {tb} (eval vs p=0 copy)", ev
     if not same_bits(dec_a.logits, dec_b.logits):
-        return Status.FAIL, f"decoding logits differ from the p=0 copy: {_diff_summary(dec_a.logits, dec_b.logits)}", ev
+        return Status.FAIL, f"decoding logits differ from the p=0 copy: {diff_summary(dec_a.logits, dec_b.logits)}", ev
     return Status.PASS, f"eval logits and {run.n_new} greedy tokens bitwise equal to the p=0 copy", ev
 
 
@@ -479,7 +226,7 @@ def check_cpu_cuda(run: _Run, cuda_device: str) -> Outcome:
 def check_mode_roundtrip(run: _Run) -> Outcome:
     """DECODE-MODE-ROUNDTRIP: train→eval→train keeps dropout active; eval→train→eval turns it off."""
     model, x = run.model(), run.prompts("DECODE-MODE-ROUNDTRIP")
-    active = _active_dropout(model)
+    active = active_dropout(model)
     model.train()
     base_varies = not same_bits(logits_of(model, x), logits_of(model, x))
     model.eval()
@@ -497,7 +244,7 @@ def check_mode_roundtrip(run: _Run) -> Outcome:
         problems.append("after train→eval→train two train calls give bitwise-equal logits: dropout no longer active")
     for e in (e1, e2):
         if not same_bits(e0, e):
-            problems.append(f"after eval→train→eval the output differs from the first eval ({_diff_summary(e0, e)})")
+            problems.append(f"after eval→train→eval the output differs from the first eval ({diff_summary(e0, e)})")
             break
     if problems:
         return Status.FAIL, "; ".join(problems), ev

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from dropcheck.decoding import Decode, compare_tie_aware, cuda_determinism, resolve_model, run_decode
+from dropcheck.decoding import cuda_determinism, run_decode
+from dropcheck.models import Decode, compare_tie_aware, resolve_model
 from dropcheck.gpt import GPTConfig, GPTModel
 from dropcheck.seeding import rng_fingerprint
 from dropcheck.targets import TargetError

@@ -124,7 +124,7 @@ def test_explicit_and_sdpa_agree_on_cuda():
 @pytest.mark.cuda
 @requires_cuda
 def test_cache_decoding_matches_recomputation_on_cuda():
-    from dropcheck.decoding import compare_tie_aware, greedy  # tie-aware: CUDA kernels differ by shape
+    from dropcheck.models import compare_tie_aware, greedy  # tie-aware: CUDA kernels differ by shape
     from dropcheck.verdict import Status
 
     x = _prompts().cuda()
