@@ -17,6 +17,10 @@ Conventions
 - Where a p-value is exact (conditional on the counts) the docstring says so; "Bonferroni" tests
   take the smallest of many p-values and are conservative by design (do not check them for
   uniformity, only that they reject at most alpha of the time).
+- A run uses alpha ~ 1e-8, far in the tails, where a normal or Pearson chi-square approximation
+  of a sparse count can be off by 100x (see `consecutive_calls_test`). Hence exact hypergeometric
+  and binomial p-values wherever a single count decides, and likelihood-ratio (G) statistics,
+  whose tails follow the counts' large deviations, where tables are summed.
 """
 from __future__ import annotations
 
@@ -34,11 +38,9 @@ from scipy import stats as sps
 # Fixed in advance, as the mixture must be; the average costs log(9) = 2.2 nats of evidence.
 DEFAULT_WIDTHS: tuple[float, ...] = tuple(10.0**k for k in range(9))
 
-# Below this expected count in a 2x2 cell the consecutive-calls test uses Fisher's exact test.
-_FISHER_BELOW = 10.0
 # The row test sums pairwise chi-squares only when every pair's 2x2 table expects at least this
 # many in each cell; below it the sum's tail is heavier than any chi-square (see the function).
-_ROWS_SUM_MIN_EXPECTED = 5.0
+_ROWS_SUM_MIN_EXPECTED = 10.0
 
 
 class TestOutcome(NamedTuple):
@@ -86,6 +88,11 @@ def _host_f64(x: Any) -> np.ndarray:
 def _two_sided(lower: float, upper: float) -> float:
     """Doubled smaller tail: the usual two-sided p-value of a (possibly discrete) statistic."""
     return float(min(1.0, 2.0 * min(lower, upper)))
+
+
+def _hyper_two_sided(x: int, N: int, K: int, n: int) -> float:
+    """Two-sided exact p-value of a count x ~ Hypergeometric(N population, K marked, n drawn)."""
+    return _two_sided(float(sps.hypergeom.cdf(x, N, K, n)), float(sps.hypergeom.sf(x - 1, N, K, n)))
 
 
 def _degenerate(statistic: float, df_or_n: int, reason: str, **detail: Any) -> TestOutcome:
@@ -222,14 +229,24 @@ class RobbinsMixture:
 # --------------------------------------------------------------------------- homogeneity
 
 
-def homogeneity_test(kept_per_block: Any, total_per_block: Any, alternative: str = "greater") -> TestOutcome:
-    """Pearson chi-square of the (block × kept/dropped) table, no continuity correction.
+def _g_stat(obs: np.ndarray, exp: np.ndarray) -> float:
+    """Likelihood-ratio (G) statistic 2 sum O log(O/E); empty cells contribute 0."""
+    return float(2.0 * np.sum(special.xlogy(obs, obs / exp) - (obs - exp)))
 
-    Same statistic as `scipy.stats.chi2_contingency(table, correction=False)`; df = blocks - 1.
-    `total_per_block` is an array or one int for equal blocks. alternative="greater" (the usual
-    test: rates differ between blocks) or "two-sided" (also flags counts too even to be
-    binomial). Asymptotically exact; wants >= ~5 expected drops per block.
-    statistic: chi-square; df_or_n: df.
+
+def homogeneity_test(
+    kept_per_block: Any, total_per_block: Any, alternative: str = "greater", lambda_: str = "log-likelihood"
+) -> TestOutcome:
+    """Chi-square test that every block of a mask has the same keep rate ((block × kept/dropped) table).
+
+    `total_per_block` is an array or one int for equal blocks. df = blocks - 1. The statistic is the
+    likelihood-ratio G (`chi2_contingency(table, correction=False, lambda_="log-likelihood")`);
+    lambda_="pearson" gives Pearson's X^2. G is the default because at the alphas of a run (1e-8)
+    Pearson's tail is too light for cells with modest expected counts (in a 1-df table, a cell
+    expecting 25 reaches Pearson's 1e-8 threshold 67x more often than 1e-8, G's about as often as
+    nominal: G/2 is the count's large-deviation rate). With many blocks the effect is diluted. alternative="greater" (rates differ between blocks) or
+    "two-sided" (also flags block counts too even to be binomial, e.g. a tiled mask whose blocks
+    hold whole tiles). statistic: G (or X^2); df_or_n: df.
     """
     k = _host_f64(kept_per_block).reshape(-1)
     tot = np.broadcast_to(_host_f64(total_per_block), k.shape).astype(np.float64)
@@ -241,24 +258,31 @@ def homogeneity_test(kept_per_block: Any, total_per_block: Any, alternative: str
     q_hat = k.sum() / tot.sum() if B else float("nan")
     if B < 2 or not 0.0 < q_hat < 1.0:
         return _degenerate(0.0, max(B - 1, 0), "fewer than 2 blocks, or no drops / no keeps", q_hat=q_hat)
-    z = (k - tot * q_hat) / np.sqrt(tot * q_hat * (1.0 - q_hat))
-    chi2 = float(np.sum(z * z))
+    e_k, e_d = tot * q_hat, tot * (1.0 - q_hat)
+    z = (k - e_k) / np.sqrt(e_k * (1.0 - q_hat))
+    if lambda_ == "pearson":
+        stat = float(np.sum(z * z))
+    elif lambda_ == "log-likelihood":
+        stat = _g_stat(k, e_k) + _g_stat(tot - k, e_d)
+    else:
+        raise ValueError(f"lambda_ must be 'log-likelihood' or 'pearson', got {lambda_!r}")
     df = B - 1
-    upper = float(sps.chi2.sf(chi2, df))
-    pvalue = _two_sided(float(sps.chi2.cdf(chi2, df)), upper) if alternative == "two-sided" else upper
+    upper = float(sps.chi2.sf(stat, df))
+    pvalue = _two_sided(float(sps.chi2.cdf(stat, df)), upper) if alternative == "two-sided" else upper
     worst = int(np.argmax(np.abs(z)))
     return TestOutcome(
-        chi2,
+        stat,
         pvalue,
         df,
         {
             "blocks": B,
             "q_hat": float(q_hat),
-            "min_expected": float(min((tot * q_hat).min(), (tot * (1 - q_hat)).min())),
+            "min_expected": float(min(e_k.min(), e_d.min())),
             "worst_block": worst,
             "worst_block_keep_rate": float(k[worst] / tot[worst]),
             "worst_block_z": float(z[worst]),
             "alternative": alternative,
+            "statistic": lambda_,
         },
     )
 
@@ -302,14 +326,15 @@ def dispersion_test(drops_per_call: Any, n: int, p: float) -> TestOutcome:
 def position_count_test(
     keep_counts: Any, K: int, q: float, fit_rate: bool = True, min_expected: float = 10.0
 ) -> TestOutcome:
-    """Chi-square goodness of fit of per-position keep counts over K calls to Bin(K, q).
+    """Goodness of fit of per-position keep counts over K calls to Bin(K, q) (G-test).
 
     `keep_counts` (N,) int: how many of the K calls kept each position. The histogram of counts
-    0..K is compared with N·Bin(K, q^) pmf, tail bins pooled until each expects >= `min_expected`.
+    0..K is compared with N·Bin(K, q^) pmf, tail bins pooled until each expects >= `min_expected`,
+    by the likelihood-ratio G (far-tail accurate where Pearson's X^2 is not; see homogeneity_test).
     With fit_rate=True (default) q^ is the pooled keep rate and df = groups - 2, so a rate bias is
     left to binom_test; fit_rate=False uses `q` and df = groups - 1. A mask cached across calls
     (counts only 0 or K) or reused in pairs (counts all even) fails. Asymptotically exact.
-    statistic: chi-square; df_or_n: df.
+    statistic: G; df_or_n: df.
     """
     c = _tensor(keep_counts).reshape(-1)
     N = c.numel()
@@ -340,10 +365,10 @@ def position_count_test(
     if df < 1:
         return _degenerate(0.0, 0, "too few positions for a goodness-of-fit test", q_hat=q_hat)
     g = np.asarray(groups)
-    chi2 = float(np.sum((g[:, 0] - g[:, 1]) ** 2 / g[:, 1]))
+    G = _g_stat(g[:, 0], g[:, 1])
     return TestOutcome(
-        chi2,
-        float(sps.chi2.sf(chi2, df)),
+        G,
+        float(sps.chi2.sf(G, df)),
         df,
         {"positions": N, "calls": K, "q": q, "q_hat": q_hat, "groups": len(groups),
          "count_variance_ratio": var_ratio, "fit_rate": fit_rate},
@@ -353,9 +378,11 @@ def position_count_test(
 def consecutive_calls_test(mask_a: Any, mask_b: Any) -> TestOutcome:
     """Independence of the same positions' masks in two successive calls (2×2 table).
 
-    Rows: kept/dropped at t; columns: kept/dropped at t+1. Pearson chi-square (1 df, no
-    correction) when every expected cell is >= 10, else Fisher's exact test (conditionally
-    exact, conservative). A reused or partly reused mask fails.
+    Rows: kept/dropped at t; columns: kept/dropped at t+1. Given the two keep counts, the
+    kept-kept count is exactly Hypergeometric(N, kept_a, kept_b) under independence; the p-value
+    is its two-sided (doubled smaller tail) exact p-value, i.e. Fisher's exact test, at any N.
+    (Pearson's 1-df chi-square is no substitute at alpha = 1e-8: with 10 expected in the rarest
+    cell it rejects ~150x more often than alpha.) A reused or partly reused mask fails.
     statistic: phi, the correlation between the two masks; df_or_n: N.
     """
     a, b = _flat_mask(mask_a), _flat_mask(mask_b)
@@ -368,16 +395,9 @@ def consecutive_calls_test(mask_a: Any, mask_b: Any) -> TestOutcome:
     if min(na, nb) == 0 or max(na, nb) == N:
         return _degenerate(0.0, N, "a mask is constant", table=table)
     num = n11 * (N - na - nb + n11) - (na - n11) * (nb - n11)
-    den = float(na) * (N - na) * nb * (N - nb)
-    phi = num / math.sqrt(den)
-    min_exp = min(na, N - na) * min(nb, N - nb) / N
-    if min_exp >= _FISHER_BELOW:
-        chi2 = N * phi * phi
-        pvalue, method = float(sps.chi2.sf(chi2, 1)), "pearson-chi2"
-    else:
-        pvalue, method = float(sps.fisher_exact(table).pvalue), "fisher-exact"
-    return TestOutcome(phi, pvalue, N, {"table": table, "method": method, "min_expected": min_exp,
-                                        "chi2": N * phi * phi})
+    phi = num / math.sqrt(float(na) * (N - na) * nb * (N - nb))
+    pvalue = _hyper_two_sided(n11, N, na, nb)
+    return TestOutcome(phi, pvalue, N, {"table": table, "expected_kept_kept": na * nb / N, "z": phi * math.sqrt(N - 1)})
 
 
 def cross_correlation_test(mask_a: Any, mask_b: Any, q: float, max_shift: int | None = None) -> TestOutcome:
@@ -410,10 +430,10 @@ def cross_correlation_test(mask_a: Any, mask_b: Any, q: float, max_shift: int | 
     J = X.numel()
     i_hi, i_lo = int(torch.argmax(X).item()), int(torch.argmin(X).item())
     x_hi, x_lo = int(X[i_hi].item()), int(X[i_lo].item())
-    hyper = sps.hypergeom(N, Da, Db)
-    p_hi, p_lo = float(hyper.sf(x_hi - 1)), float(hyper.cdf(x_lo))
+    p_hi = float(sps.hypergeom.sf(x_hi - 1, N, Da, Db))
+    p_lo = float(sps.hypergeom.cdf(x_lo, N, Da, Db))
     x, idx = (x_hi, i_hi) if p_hi <= p_lo else (x_lo, i_lo)
-    p_one = _two_sided(float(hyper.cdf(x)), float(hyper.sf(x - 1)))
+    p_one = _hyper_two_sided(x, N, Da, Db)
     s = int(shifts[idx].item())
     s = s - N if s > N // 2 else s
     r = (N * x - Da * Db) / math.sqrt(float(Da) * (N - Da) * Db * (N - Db))
@@ -436,7 +456,10 @@ def periodogram_test(mask: Any, q: float) -> TestOutcome:
     z = mask - mean; I_j = |rfft(z)_j|^2 / (N·q^·p^) ~ Exp(1) for 0 < j < N/2 (chi2_1 at the
     Nyquist frequency), q^ the observed keep rate. Smallest per-frequency p-value combined over the
     J frequencies by Sidak: p = 1 - (1 - p_min)^J (for interior frequencies 1 - (1 - e^-maxI)^J).
-    Asymptotically exact per frequency; the combination is slightly conservative.
+    Asymptotically exact per frequency; the combination is slightly conservative. The Exp(1) tail
+    is off by a factor ~1 + c, c = (g/8)(I^2 - 4I + 2), g = 1.5(1-6pq)/(pq·N) (Edgeworth, reported
+    as detail["tail_correction"]): at I ~ 30 (alpha 1e-8) c ~ 141(1-6pq)/(pq·N), i.e. 0.1 at
+    p = 0.01 and N = 1.3e5, but ~1 at p = 0.001: use N >> 150/p for rare drops.
     statistic: the largest I_j; df_or_n: J.
     """
     m = _flat_mask(mask)
@@ -461,12 +484,13 @@ def periodogram_test(mask: Any, q: float) -> TestOutcome:
         if p_nyq < p_min:
             p_min, freq, stat = p_nyq, N // 2, i_nyq
     pvalue = float(-math.expm1(J * math.log1p(-p_min))) if p_min < 1 else 1.0
+    kurt = 1.5 * (1.0 - 6.0 * var) / (var * N)
     return TestOutcome(
         stat,
         pvalue,
         J,
         {"frequency": freq, "period": N / freq, "p_single": p_min, "frequencies": J, "n": N,
-         "q": q, "q_hat": mean},
+         "q": q, "q_hat": mean, "tail_correction": kurt / 8.0 * (stat * stat - 4.0 * stat + 2.0)},
     )
 
 
@@ -488,12 +512,11 @@ def lag_test(mask: Any, lags: Sequence[int], q: float) -> TestOutcome:
     D = int(d.sum().item())
     if D in (0, N):
         return _degenerate(0.0, len(lags), "constant mask", drops=D)
-    hyper = sps.hypergeom(N, D, D)
     denom = float(D) * (N - D)
     per_lag = []
     for L in lags:
         x = int((d & torch.roll(d, -L)).sum().item())
-        p_one = _two_sided(float(hyper.cdf(x)), float(hyper.sf(x - 1)))
+        p_one = _hyper_two_sided(x, N, D, D)
         per_lag.append((p_one, L, (N * x - D * D) / denom, x))
     p_one, L, r, x = min(per_lag)
     return TestOutcome(
@@ -572,11 +595,14 @@ def row_correlation_test(mask: Any, q: float, min_expected: float = _ROWS_SUM_MI
     are pairwise independent.
     - method "sum" (every 2x2 table expects >= `min_expected` in each cell): S = sum_{a<b} T_ab,
       the textbook F·sum r^2 ~ chi2(M), referred to the scaled chi-square matching its exact mean M
-      and variance (Satterthwaite). Sees weak sharing spread over all pairs.
+      and variance (Satterthwaite). Sees weak sharing spread over all pairs. Simulated rejection
+      rates at 1e-2, 1e-3, 1e-4 matched nominal with 10 expected (B=16, F=1024, p=0.1, 2e4 masks;
+      B=64, F=4096, p=0.05, 5e3 masks) but were 1.3-1.7x nominal with 5 expected.
     - method "max-pair" (rare drops or keeps): the sum's tail is then far heavier than any
       chi-square (co-drops in one column feed several pairs at once: 13x too many rejections at
       1e-4 for p = 0.02, F = 1024), so each pair gets its exact two-sided hypergeometric p-value
-      and the smallest is multiplied by M (Bonferroni: conservative).
+      and the smallest is multiplied by M (Bonferroni: conservative; weaker against sharing
+      spread thinly over all pairs).
     Rows with no drops or no keeps are skipped.
     statistic: S ("sum") or the largest |r_ab| ("max-pair"); df_or_n: number of row pairs M.
     """
@@ -617,7 +643,7 @@ def row_correlation_test(mask: Any, q: float, min_expected: float = _ROWS_SUM_MI
         float(abs(r[worst])),
         float(min(1.0, M * p_pair[worst])),
         M,
-        {**detail, "method": "max-pair", "p_single": float(p_pair[worst]), "worst_pair": (int(ia[worst]), int(ib[worst]))},
+        {**detail, "method": "max-pair", "p_single": float(p_pair[worst]), "worst_pair": tuple(int(i) for i in np.flatnonzero(ok)[[ia[worst], ib[worst]]])},
     )
 
 
@@ -662,7 +688,9 @@ def expectation_test(sum_dev: float, sum_var: float, n: int | None = None) -> Te
 def bernoulli_sum_kurtosis(p: float, calls: int) -> float:
     """Excess kurtosis of a sum of `calls` equal-weight Bernoulli(p) terms: (1-6pq)/(pq·calls).
 
-    With weights x_k (inputs varying across calls) multiply (1-6pq)/(pq) by sum x^4 / (sum x^2)^2.
+    Every two-valued output (inverted, classic or alpha dropout of a fixed x) has the single-call
+    excess kurtosis (1-6pq)/(pq), so with the same x in every call this is each position's value.
+    With x_k varying across calls multiply (1-6pq)/(pq) by sum x^4 / (sum x^2)^2 instead.
     Pass it as `kurtosis` to `expectation_per_position_test`.
     """
     pq = p * (1.0 - p)
