@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dropcheck import __version__
-from dropcheck.options import CHECK_OPTIONS, DECODE_OPTIONS, Option
+from dropcheck.options import CHECK_OPTIONS, DECODE_OPTIONS, DEVICE, PROFILE, SEED, Option
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+MATRIX_OPTIONS: tuple[Option, ...] = (PROFILE, SEED, DEVICE)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 
 
@@ -62,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profiles", default="quick,default", help="comma-separated profiles (default: quick,default)")
     bench.add_argument("--out", default="reports/performance.md", help="where to write the Markdown (default: reports/performance.md)")
     bench.add_argument("--target", default="reference_impls.inverted:InvertedDropout", help="TARGET to time")
+
+    report = sub.add_parser("report", help="render a JSON report as Markdown and/or a self-contained HTML file")
+    report.add_argument("result", metavar="RESULT.json", help="a report written by --json or dropcheck matrix")
+    report.add_argument("--markdown", metavar="FILE", default=None, help="write the Markdown rendering here")
+    report.add_argument("--html", metavar="FILE", default=None, help="write the HTML rendering here")
+
+    matrix = sub.add_parser("matrix", help="check every reference implementation and the built-in GPT; write reports/")
+    matrix.add_argument("--out", metavar="DIR", default="reports", help="where to write the reports (default: reports)")
+    _add_options(matrix, MATRIX_OPTIONS)
+    matrix.add_argument("--render-only", action="store_true", help="re-render Markdown, HTML and index.md from the JSON in DIR")
     return parser
 
 
@@ -92,7 +103,8 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
-    from dropcheck.runner import run_check
+    from dropcheck.progress import count_check_verdicts, verdict_progress
+    from dropcheck.runner import expand_devices, run_check
 
     opts = parse_options(args, CHECK_OPTIONS)
     resolved = _resolve_within(args.target, opts["timeout"])  # TargetError → exit 2 before the header
@@ -100,10 +112,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
     start = time.perf_counter()
-    result = run_check(resolved, contract=opts["contract"],
-                       ps=opts["p"], device=opts["device"], seed=opts["seed"], profile=opts["profile"],
-                       only=opts["only"], dtype=opts["dtype"], on_verdict=lambda v: out.verdict_line(con, v),
-                       timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"])
+    total = count_check_verdicts(opts["contract"], opts["p"], expand_devices(opts["device"]), opts["only"])
+    with verdict_progress(f"check {resolved.spec}", total) as advance:  # on stderr: stdout stays the verdicts
+
+        def on_verdict(v: Any) -> None:
+            out.verdict_line(con, v)
+            advance(v)
+
+        result = run_check(resolved, contract=opts["contract"],
+                           ps=opts["p"], device=opts["device"], seed=opts["seed"], profile=opts["profile"],
+                           only=opts["only"], dtype=opts["dtype"], on_verdict=on_verdict,
+                           timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"])
     out.summary_line(con, result.verdicts, time.perf_counter() - start)
     con.print(f"alpha budget {result.ledger['family_alpha']:g} over {result.ledger['tests']} statistical tests "
               f"({result.ledger['alpha_each']:.2g} each, Bonferroni)", style="dim")
@@ -141,28 +160,20 @@ def _resolve_within(target: str, timeout: float | None) -> Any:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck import console as out
-    from dropcheck.decoding import run_decode
-    from dropcheck.runner import expand_devices, versions
-    from dropcheck.verdict import Status
+    from dropcheck.api import decode
 
     opts = parse_options(args, DECODE_OPTIONS)
     con = out.make_console()
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})
-    start = time.perf_counter()
-    verdicts = run_decode(args.target, devices=tuple(expand_devices(opts["device"])), seed=opts["seed"],
-                          max_positions=opts["max-positions"], only=opts["only"])
-    for v in verdicts:
+    result = decode(args.target, device=opts["device"], seed=opts["seed"], max_positions=opts["max-positions"],
+                    only=opts["only"])
+    for v in result.verdicts:
         out.verdict_line(con, v)
-    out.summary_line(con, verdicts, time.perf_counter() - start)
-    ok = all(v.status in (Status.PASS, Status.SKIP) for v in verdicts)
+    out.summary_line(con, result.verdicts, result.duration_s)
     if opts["json"] is not None:
-        write_json_atomically(opts["json"], {
-            "schema": "dropcheck-report/1", "kind": "decode", "target": target, "seed": opts["seed"],
-            "devices": expand_devices(opts["device"]), "ok": ok, "versions": versions(),
-            "duration_s": round(time.perf_counter() - start, 3), "verdicts": [v.to_dict() for v in verdicts],
-        })
-    return EXIT_OK if ok else EXIT_FAIL
+        write_json_atomically(opts["json"], result.to_dict())  # the same report as dropcheck.decode(...).to_dict()
+    return EXIT_OK if result.ok else EXIT_FAIL
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -184,13 +195,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["ok"] for r in results.values()) else EXIT_FAIL
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from dropcheck.options import parse_output_path
+    from dropcheck.report import ReportError, load_report, write_rendered
+
+    if args.markdown is None and args.html is None:
+        raise UsageError("nothing to write: give --markdown FILE and/or --html FILE")
+    try:
+        paths = {k: None if v is None else parse_output_path(v) for k, v in (("markdown", args.markdown), ("html", args.html))}
+        data = load_report(args.result)
+    except (ValueError, ReportError) as e:
+        raise UsageError(str(e)) from None
+    for path in write_rendered(data, paths["markdown"], paths["html"]):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from dropcheck.matrix import render_only, run_matrix
+    from dropcheck.progress import Progress
+
+    opts = parse_options(args, MATRIX_OPTIONS)
+    out = Path(args.out)
+    if args.render_only:
+        if not out.is_dir():
+            raise UsageError(f"--out {out}: no such directory to re-render")
+        reports = render_only(out)
+    else:
+        with Progress() as progress:
+            reports = run_matrix(out, profile=opts["profile"], seed=opts["seed"], device=opts["device"], progress=progress)
+    for data in reports:
+        print(f"{'ok  ' if data['ok'] else 'FAIL'} {data.get('kind', 'check'):<6} {data['target']}")
+    print(f"wrote {out / 'index.md'} and {len(reports)} reports (JSON, Markdown, HTML)")
+    return EXIT_OK if all(d["ok"] for d in reports) else EXIT_FAIL
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from dropcheck.targets import TargetError  # after parsing: --help stays fast
 
     try:
-        return {"check": cmd_check, "decode": cmd_decode, "bench": cmd_bench}[args.command](args)
+        return {"check": cmd_check, "decode": cmd_decode, "bench": cmd_bench,
+                "report": cmd_report, "matrix": cmd_matrix}[args.command](args)
     except (UsageError, TargetError) as e:
         if getattr(args, "verbose", False):
             traceback.print_exc()

@@ -30,6 +30,8 @@ def _require_tensor(y: object, x: torch.Tensor, what: str) -> torch.Tensor:
         raise PropertyViolation(f"{what} returned {type(y).__name__}, expected a torch.Tensor")
     if y.shape != x.shape:
         raise PropertyViolation(f"{what} returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+    if y.device != x.device:  # caught here, or every later comparison would raise instead of failing
+        raise PropertyViolation(f"{what} returned a tensor on {y.device}, expected the input's device {x.device}")
     return y
 
 
@@ -195,9 +197,19 @@ def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     dut = ctx.target.build(case.p, ctx.device)
     with seeded(case.seed):
-        first = [dut.train(x).clone() for _ in range(2)]
+        returned = _require_tensor(dut.train(x), x, "train call")
+        first = [returned.clone(), _require_tensor(dut.train(x), x, "train call").clone()]
+    # The first output must not have changed since it was returned (one output buffer, reused and
+    # overwritten by every call, would change it).
+    changed = (returned != first[0]) & ~(returned.isnan() & first[0].isnan())
+    if changed.any():
+        idx = first_index(changed)
+        raise PropertyViolation(
+            f"the output of a train call changed after it was returned, when the implementation was called "
+            f"again: element {idx} was {_describe_at(first[0], idx)}, is now {_describe_at(returned, idx)}"
+        )
     with seeded(case.seed):
-        again = [dut.train(x).clone() for _ in range(2)]
+        again = [_require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
     for k, (a, b) in enumerate(zip(first, again)):
         if not torch.equal(a, b):
             idx = first_index(a.double() != b.double())
@@ -224,7 +236,7 @@ def mode_roundtrip(ctx: CheckContext, case: dst.DropoutCase) -> None:
     with seeded(case.seed):
         for sequence in (("train", "eval", "train"), ("eval", "train", "eval")):
             for step, mode in enumerate(sequence):
-                y = getattr(dut, mode)(x)
+                y = _require_tensor(getattr(dut, mode)(x), x, f"{mode} call")
                 if mode == "eval" and not is_eval_output(y):
                     raise PropertyViolation(f"after {'→'.join(sequence[:step + 1])} the eval call is not eval behaviour (output differs from the eval output)")
                 if mode == "train" and is_eval_output(y):

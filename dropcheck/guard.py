@@ -100,7 +100,7 @@ def run_limited(
     timeout = timeout or None
     mechanism = mechanism or choose_mechanism(device)
     if mechanism == "fork":
-        return _run_forked(fn, timeout, memory_limit_mb or None)
+        return _run_forked(fn, timeout, memory_limit_mb or None, hide_cuda=device == "cpu")
     return _run_in_process(fn, timeout, mechanism)
 
 
@@ -168,7 +168,8 @@ def _cuda_initialized() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
-def _run_forked(fn: Callable[[], Any], timeout: float | None, memory_limit_mb: float | None) -> Outcome:
+def _run_forked(fn: Callable[[], Any], timeout: float | None, memory_limit_mb: float | None,
+                hide_cuda: bool = True) -> Outcome:
     for stream in (sys.stdout, sys.stderr):  # nothing buffered twice
         with contextlib.suppress(Exception):
             stream.flush()
@@ -181,13 +182,12 @@ def _run_forked(fn: Callable[[], Any], timeout: float | None, memory_limit_mb: f
         pid = os.fork()
     if pid == 0:  # the child never returns from here
         os.close(read_end)
-        _child(fn, write_end, memory_limit_mb)
-    os.close(write_end)
-    with contextlib.suppress(OSError):  # also set in the child: whichever runs first wins the race
-        os.setpgid(pid, pid)
+        _child(fn, write_end, memory_limit_mb, hide_cuda)
     deadline = None if timeout is None else start + timeout
-    exit_status = None
     try:
+        os.close(write_end)
+        with contextlib.suppress(OSError):  # also set in the child: whichever runs first wins the race
+            os.setpgid(pid, pid)
         message, exited = _collect(pid, read_end, deadline)
     finally:  # also on Ctrl-C: the child and anything it started go, and are reaped
         os.close(read_end)
@@ -208,15 +208,24 @@ def _run_forked(fn: Callable[[], Any], timeout: float | None, memory_limit_mb: f
     return Outcome("raised", message=rest[0], detail=rest[1], elapsed=elapsed, mechanism="fork")
 
 
-def _child(fn: Callable[[], Any], write_end: int, memory_limit_mb: float | None) -> None:
+def _child(fn: Callable[[], Any], write_end: int, memory_limit_mb: float | None, hide_cuda: bool) -> None:
     code = _CHILD_FAILED
     try:
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)  # its own group, so that killing the group also stops what it started
         _die_with_parent()
+        # Fresh stdio objects: a thread of the parent (rich's progress refresh, for one) may have held
+        # the old ones' locks at the fork, and in the child nothing would ever release them.
+        sys.stdout = open(1, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.set_num_threads(1)  # libgomp deadlocks in a forked child otherwise (see above)
+            if hide_cuda:
+                # A CPU check has no use for CUDA, and CUDA must not be touched in a forked child (the
+                # parent may have initialised it): seeding and RNG fingerprints then skip it.
+                torch.cuda.is_available = lambda: False
+                torch.cuda.device_count = lambda: 0
         if memory_limit_mb:
             _limit_memory(memory_limit_mb)
         try:
@@ -253,7 +262,10 @@ def _collect(pid: int, fd: int, deadline: float | None) -> tuple[tuple | None, b
         if len(buf) >= 8:
             size = int.from_bytes(buf[:8], "little")
             if len(buf) >= 8 + size:
-                return pickle.loads(bytes(buf[8:8 + size])), True
+                try:
+                    return pickle.loads(bytes(buf[8:8 + size])), True
+                except Exception as e:  # the implementation wrote into the pipe, say
+                    return ("raised", f"the check's result came back unreadable: {_one_line(e)}", ""), True
         if eof or exited:
             # The child is gone: whatever it wrote is readable now, without waiting.
             ready = select.select([fd], [], [], 0)[0] if not eof else []

@@ -39,12 +39,26 @@ def signed_uniform(shape: tuple[int, ...], device: str, gen: torch.Generator,
     return (mag * sign).to(device=device, dtype=dtype)
 
 
-def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float) -> torch.Tensor:
-    """One train call; the bool indicator of kept units, shaped like the unit grid (rows, units)."""
-    y = dut.train(x)
+def checked_train_output(x: torch.Tensor, y: object) -> torch.Tensor:
+    """`y` if it is a finite tensor shaped and placed like `x`; otherwise a PropertyViolation saying
+    what came back. Without this a lying implementation would make the statistics raise, or worse,
+    turn into NaN p-values that no test rejects."""
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise PropertyViolation(f"train call returned {got}, expected a tensor of shape {tuple(x.shape)}")
+    if y.device != x.device:
+        raise PropertyViolation(f"train call returned a tensor on {y.device}, expected the input's device {x.device}")
+    finite = torch.isfinite(y)
+    if not bool(finite.all()):  # the inputs are finite, so NaN/Inf is never a kept or dropped value
+        idx = tuple(int(i) for i in (~finite).nonzero()[0])
+        raise PropertyViolation(f"train output has {int((~finite).sum())} NaN/Inf element(s) for a finite input; "
+                                f"first at {idx}: {y[idx].item()}")
+    return y
+
+
+def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float) -> torch.Tensor:
+    """One train call; the bool indicator of kept units, shaped like the unit grid (rows, units)."""
+    y = checked_train_output(x, dut.train(x))
     c = ctx.contract
     if c.values == "alpha":
         kept = (y.double() - c.dropped(p)).abs() > c.dropped_tolerance(p, x.dtype)

@@ -389,8 +389,8 @@ def consecutive_calls_test(mask_a: Any, mask_b: Any) -> TestOutcome:
     if a.numel() != b.numel():
         raise ValueError(f"masks differ in size: {a.numel()} vs {b.numel()}")
     N = a.numel()
-    n11 = int((a & b).sum().item())
-    na, nb = int(a.sum().item()), int(b.sum().item())
+    n11 = int(torch.count_nonzero(a & b))
+    na, nb = int(torch.count_nonzero(a)), int(torch.count_nonzero(b))
     table = [[n11, na - n11], [nb - n11, N - na - nb + n11]]
     if min(na, nb) == 0 or max(na, nb) == N:
         return _degenerate(0.0, N, "a mask is constant", table=table)
@@ -414,7 +414,7 @@ def cross_correlation_test(mask_a: Any, mask_b: Any, q: float, max_shift: int | 
     if a.numel() != b.numel():
         raise ValueError(f"masks differ in size: {a.numel()} vs {b.numel()}")
     N = a.numel()
-    Da, Db = int((~a).sum().item()), int((~b).sum().item())
+    Da, Db = N - int(torch.count_nonzero(a)), N - int(torch.count_nonzero(b))
     if Da in (0, N) or Db in (0, N):
         return _degenerate(0.0, N, "a mask is constant", drops=(Da, Db))
     fa = torch.fft.rfft(_f64(~a))
@@ -509,13 +509,13 @@ def lag_test(mask: Any, lags: Sequence[int], q: float) -> TestOutcome:
     if not lags or any(not 0 < L < N for L in lags):
         raise ValueError(f"lags must be in [1, N-1] (N={N}), got {lags}")
     d = ~m
-    D = int(d.sum().item())
+    D = int(torch.count_nonzero(d))
     if D in (0, N):
         return _degenerate(0.0, len(lags), "constant mask", drops=D)
     denom = float(D) * (N - D)
     per_lag = []
     for L in lags:
-        x = int((d & torch.roll(d, -L)).sum().item())
+        x = int(torch.count_nonzero(d & torch.roll(d, -L)))
         p_one = _hyper_two_sided(x, N, D, D)
         per_lag.append((p_one, L, (N * x - D * D) / denom, x))
     p_one, L, r, x = min(per_lag)
@@ -553,12 +553,12 @@ def markov_test(mask: Any) -> TestOutcome:
     """
     m = _flat_mask(mask)
     N = m.numel()
-    n1 = int(m.sum().item())
+    n1 = int(torch.count_nonzero(m))
     n2 = N - n1
     if n1 == 0 or n2 == 0:
         return _degenerate(0.0, N, "constant mask")
-    dd = int(((~m[1:]) & (~m[:-1])).sum().item())
-    R = 1 + int((m[1:] != m[:-1]).sum().item())
+    dd = int(torch.count_nonzero((~m[1:]) & (~m[:-1])))
+    R = 1 + int(torch.count_nonzero(m[1:] != m[:-1]))
     mu = 1.0 + 2.0 * n1 * n2 / N
     var = 2.0 * n1 * n2 * (2.0 * n1 * n2 - N) / (N * N * (N - 1.0)) if N > 1 else 0.0
     sd = math.sqrt(max(var, 0.0))

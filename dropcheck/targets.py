@@ -83,6 +83,9 @@ def _import_file(spec: str, filename: str) -> Any:
     except Exception as e:
         sys.modules.pop(modname, None)
         raise TargetError(f"TARGET {spec!r}: importing {filename} raised {type(e).__name__}: {e}") from e
+    except BaseException:  # sys.exit or a time limit during import: never keep the half-run module
+        sys.modules.pop(modname, None)
+        raise
     return module
 
 

@@ -1,0 +1,425 @@
+"""Hostile inputs: broken targets, raising, hanging, crashing and lying implementations, bad options,
+Ctrl-C. Whatever the implementation under test does, dropcheck must finish, say precisely what
+happened (exit code and message), and keep every result it had.
+
+The implementations are in tests/hostile_impls.py; TARGET problems are real files in tmp_path.
+Time limits here are 1 s, so the whole module runs in well under a minute.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dropcheck import guard
+from dropcheck.cli import main
+from dropcheck.options import CHECK_OPTIONS
+from dropcheck.runner import run_check
+from dropcheck.verdict import Status
+from tests import hostile_impls as hostile
+
+REPO = Path(__file__).resolve().parent.parent
+HOSTILE_FILE = Path(hostile.__file__)
+
+needs_fork = pytest.mark.skipif(
+    guard.choose_mechanism("cpu") != "fork",
+    reason="checks run in-process here (not Linux, or CUDA already initialised): a crash or a signal-proof "
+           "hang cannot be contained without a forked child",
+)
+needs_main_thread = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="SIGALRM works only in the main thread"
+)
+
+
+def check(impl, only, **kw):
+    kw = {"ps": [0.5], "profile": "quick", "timeout": 30, **kw}
+    return run_check(impl, only=only, **kw)
+
+
+def status_of(result) -> dict[str, str]:
+    """property ID → status; each test here runs one p, so each ID has one verdict."""
+    return {v.property_id: v.status.value for v in result.verdicts}
+
+
+def verdict(result, property_id):
+    return next(v for v in result.verdicts if v.property_id == property_id)
+
+
+def cli(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def gone(pid: int, wait_s: float = 5.0) -> bool:
+    """The process no longer runs (absent, or a zombie waiting for its reaper)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+# ---- TARGET problems: exit 2, one line naming TARGET and the problem, traceback only with --verbose -----
+TARGET_CASES = {
+    # name: (file contents or None for no file, NAME, extra argv, expected text)
+    "missing-file": (None, "f", [], "does not exist"),
+    "syntax-error": ("def f(x, p, training:\n    return x\n", "f", [], "syntax error in"),
+    "raises-on-import": ("raise RuntimeError('needs a GPU\\nand a licence')\n", "f", [], "raised RuntimeError: needs a GPU and a licence"),
+    "exits-on-import": ("import sys\nsys.exit(5)\n", "f", [], "called sys.exit(5)"),
+    "hangs-on-import": ("import time\ntime.sleep(3600)\n", "f", ["--timeout", "1"], "did not finish within 1 s"),
+    "missing-name": ("def g(x, p, training):\n    return x\n", "f", [], "has no attribute 'f'"),
+    "class-not-module": ("class f:\n    pass\n", "f", [], "is a class but not an nn.Module subclass"),
+    "not-callable": ("f = 3\n", "f", [], "expected an nn.Module subclass or a function"),
+    "wrong-signature": ("def f(x):\n    return x\n", "f", [], "cannot be called as f(input, p, training)"),
+    "constructor-rejects-p": ("import torch\nclass f(torch.nn.Module):\n    def __init__(self, p, q):\n        super().__init__()\n",
+                              "f", [], "constructor rejects p"),
+    "constructor-hangs": ("import time, torch\nclass f(torch.nn.Module):\n    def __init__(self, p):\n        time.sleep(3600)\n",
+                          "f", ["--timeout", "1"], "did not finish within 1 s"),
+}
+
+
+@needs_main_thread
+@pytest.mark.parametrize("case", list(TARGET_CASES))
+def test_target_problem_exits_2_with_one_line_naming_target(case, tmp_path, capsys):
+    source, name, extra, needle = TARGET_CASES[case]
+    path = tmp_path / f"target_{case.replace('-', '_')}.py"
+    if source is not None:
+        path.write_text(source)
+    spec = f"{path}:{name}"
+    code, out, err = cli(["check", spec, "--only", "EVAL-IDENTITY", *extra], capsys)
+    assert code == 2, f"{case}: expected exit 2, got {code}: {err!r}"
+    assert err.count("\n") == 1 and spec in err and needle in err, f"{case}: expected one line naming {spec} and {needle!r}: {err!r}"
+    assert "Traceback" not in err and out == "", f"{case}: no traceback and no run without --verbose: {out!r} {err!r}"
+    code, _, err = cli(["check", spec, "--only", "EVAL-IDENTITY", "--verbose", *extra], capsys)
+    assert code == 2 and "Traceback" in err and needle in err, f"{case}: --verbose should add the traceback: {err!r}"
+
+
+def test_missing_module_exits_2(capsys):
+    code, _, err = cli(["check", "no_such_module_dropcheck_xyz:Thing"], capsys)
+    assert code == 2 and "no module named 'no_such_module_dropcheck_xyz'" in err and err.count("\n") == 1, err
+
+
+# ---- implementations that raise on some inputs: ERROR with the exception, the rest still runs, exit 1 ------
+@pytest.mark.parametrize("impl,erroring,needle", [
+    (hostile.raises_on_half, "SUPPORT-SCALE", "TypeError: half precision is not supported"),
+    (hostile.raises_at_p_one, "P-ONE", "RuntimeError: p = 1 would divide by zero"),
+    (hostile.raises_on_empty, "EVAL-IDENTITY", "ValueError: cannot drop out of an empty tensor"),
+])
+def test_raising_implementation_errors_that_property_only(impl, erroring, needle):
+    only = ["EVAL-IDENTITY", "SUPPORT-SCALE", "P-ONE", "P-INVALID", "DROP-RATE"]
+    result = check(impl, only)
+    got = status_of(result)
+    assert list(got) == only, f"every property must still run: {got}"
+    v = verdict(result, erroring)
+    assert v.status is Status.ERROR and needle in v.summary, f"{erroring} should be an error naming {needle!r}: {v.summary}"
+    assert got["DROP-RATE"] == "pass" and got["P-INVALID"] == "pass", f"the other properties still pass: {got}"
+    assert not result.ok
+
+
+def test_raising_implementation_exits_1_from_the_cli(capsys):
+    code, out, _ = cli(["check", f"{HOSTILE_FILE}:raises_at_p_one", "--only", "P-ONE,EVAL-IDENTITY", "--profile", "quick"], capsys)
+    assert code == 1 and "ERROR" in out and "p = 1 would divide by zero" in out and "PASS    EVAL-IDENTITY" in out, out
+
+
+# ---- hangs and slowness: TIMEOUT, the run goes on, nothing left behind ----------------------------------------
+def test_hanging_implementations_time_out_and_the_run_goes_on(capsys):
+    # P-INVALID, between the two hanging properties, takes milliseconds: it passes however loaded the machine is.
+    argv = ["check", f"{HOSTILE_FILE}:spins_in_train", "--only", "SUPPORT-SCALE,P-INVALID,DROP-RATE",
+            "--p", "0.5", "--profile", "quick", "--timeout", "1"]
+    start = time.monotonic()
+    code, out, _ = cli(argv, capsys)
+    assert code == 1, out
+    lines = {line.split()[1]: line for line in out.splitlines() if line[:7].strip() in {s.value.upper() for s in Status}}
+    assert lines["SUPPORT-SCALE"].startswith("TIMEOUT") and "did not finish within the 1 s limit" in lines["SUPPORT-SCALE"], out
+    assert lines["DROP-RATE"].startswith("TIMEOUT") and "sample could not be completed" in lines["DROP-RATE"], out
+    assert lines["P-INVALID"].startswith("PASS"), out
+    assert "2 timed out" in out and time.monotonic() - start < 15, out
+
+
+@pytest.mark.parametrize("impl", [hostile.sleeps_in_train, hostile.slow_in_train], ids=["sleeps-an-hour", "slow"])
+def test_sleeping_or_slow_sample_is_timeout_never_pass(impl):
+    result = check(impl, ["P-INVALID", "DROP-RATE", "INDEP-CALLS"], timeout=1)
+    got = status_of(result)
+    assert got == {"P-INVALID": "pass", "DROP-RATE": "timeout", "INDEP-CALLS": "timeout"}, result.summary()
+    for pid in ("DROP-RATE", "INDEP-CALLS"):
+        v = verdict(result, pid)
+        assert v.duration_s < 1.0 + 0.5, f"{pid}: stopped {v.duration_s - 1:.2f} s after its 1 s limit"
+        assert not v.tests, f"a timed-out sample reports no statistics: {v.tests}"
+
+
+def test_slow_implementation_within_the_limit_passes():
+    result = check(hostile.slow_in_train, ["EVAL-IDENTITY", "P-INVALID"], timeout=20)
+    assert result.ok, result.summary()
+
+
+@needs_fork
+def test_signal_proof_hang_is_killed():
+    """SIGALRM alone could never stop this one: it blocks the signal. A forked child is killed."""
+    result = check(hostile.blocks_signals_and_spins, ["SUPPORT-SCALE", "P-INVALID"], timeout=1)
+    assert status_of(result) == {"SUPPORT-SCALE": "timeout", "P-INVALID": "pass"}, result.summary()
+
+
+@needs_fork
+def test_timed_out_check_leaves_no_process_or_thread_behind(tmp_path, monkeypatch):
+    pidfile = tmp_path / "pids"
+    monkeypatch.setenv(hostile.PIDFILE_ENV, str(pidfile))
+    threads = threading.active_count()
+    result = check(hostile.spawns_then_hangs, ["SUPPORT-SCALE"], timeout=1.5)
+    assert status_of(result) == {"SUPPORT-SCALE": "timeout"}, result.summary()
+    pids = [int(line) for line in pidfile.read_text().split()]
+    assert len(pids) == 2 and pids[0] != os.getpid(), f"expected the check's child and its helper: {pids}"
+    still = [pid for pid in pids if not gone(pid)]
+    assert not still, f"left running after the timeout: {still}"
+    assert threading.active_count() == threads, "a thread was left behind"
+
+
+@needs_main_thread
+@pytest.mark.parametrize("fn,expected", [
+    (lambda: hostile.spins_in_train(torch.ones(3), 0.5, True), "timeout"),
+    (lambda: hostile.sleeps_in_train(torch.ones(3), 0.5, True), "timeout"),
+    (lambda: time.sleep(0.2) or "done", "ok"),
+], ids=["spin", "sleep", "slow-but-in-time"])
+def test_in_process_alarm_fallback(fn, expected):
+    """Where no child can be forked (CUDA, not Linux) the alarm stops Python loops and sleeps."""
+    handler = signal.getsignal(signal.SIGALRM)
+    start = time.monotonic()
+    outcome = guard.run_limited(fn, 1.0, mechanism="alarm")
+    assert outcome.status == expected, outcome
+    assert time.monotonic() - start < 1.5, f"overshoot {time.monotonic() - start - 1:.2f} s"
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0), "the alarm must be disarmed afterwards"
+    assert signal.getsignal(signal.SIGALRM) is handler, "the previous SIGALRM handler must be restored"
+
+
+@needs_main_thread
+def test_alarm_timeout_goes_through_hypothesis_and_the_sampler(monkeypatch):
+    monkeypatch.setattr(guard, "choose_mechanism", lambda device="cpu": "alarm")
+    result = check(hostile.spins_in_train, ["SUPPORT-SCALE", "P-INVALID", "DROP-RATE"], timeout=1)
+    assert status_of(result) == {"SUPPORT-SCALE": "timeout", "P-INVALID": "pass", "DROP-RATE": "timeout"}, result.summary()
+    assert result.limits["isolation"] == {"cpu": "alarm"}
+
+
+# ---- crashes, exits, memory -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("impl,needle", [
+    pytest.param(hostile.segfaults, "killed by SIGSEGV", marks=needs_fork),
+    pytest.param(hostile.exits_process, "exit code 3", marks=needs_fork),
+    (hostile.calls_sys_exit, "SystemExit: 4"),
+], ids=["segfault", "os._exit", "sys.exit"])
+def test_crash_or_exit_is_an_error_and_the_run_goes_on(impl, needle):
+    result = check(impl, ["SUPPORT-SCALE", "EVAL-IDENTITY", "DROP-RATE"])
+    got = status_of(result)
+    assert got == {"SUPPORT-SCALE": "error", "EVAL-IDENTITY": "pass", "DROP-RATE": "error"}, result.summary()
+    assert needle in verdict(result, "SUPPORT-SCALE").summary, verdict(result, "SUPPORT-SCALE").summary
+
+
+@needs_fork
+def test_memory_hungry_implementation_is_reported_not_fatal():
+    result = check(hostile.hogs_memory, ["SUPPORT-SCALE", "EVAL-IDENTITY"], memory_limit_mb=384)
+    got = status_of(result)
+    v = verdict(result, "SUPPORT-SCALE")
+    assert got == {"SUPPORT-SCALE": "error", "EVAL-IDENTITY": "pass"} and "out of memory" in v.summary, result.summary()
+    assert not hostile._hoard, "the hoarded memory lived in the child, not in this process"
+
+
+def test_sampling_memory_is_bounded_at_every_profile():
+    """Statistical samples are drawn in chunks: no single call gets more than 2^21 units (8 MiB of
+    float32), whatever the profile or the planned sample size (README, "When things go wrong")."""
+    from dropcheck import power
+    from dropcheck.ledger import PROFILES
+    from dropcheck.sampling import MAX_CHUNK_UNITS, chunked
+
+    for prof in PROFILES.values():
+        n_plan = power.rate_sample_size(0.5, prof.rate_delta, 1e-9, 0.999)
+        assert max(chunked(n_plan)) <= MAX_CHUNK_UNITS <= 1 << 21, prof.name
+        assert 4 * prof.call_units <= 1 << 21 and prof.calls * prof.call_units <= 64 << 20, prof.name
+
+
+@needs_fork
+def test_thorough_samples_fit_well_within_the_default_memory_limit():
+    """The memory-heaviest property (INDEP-CALLS, measured growth 662 MiB at thorough) runs within a
+    quarter of the default limit; the README states the measured bounds."""
+    result = check(torch.nn.Dropout, ["INDEP-CALLS"], profile="thorough", memory_limit_mb=1024)
+    assert result.ok, result.summary()
+
+
+# ---- implementations that lie: a clear FAIL, never an error or a pass ------------------------------------
+LIES = [
+    (hostile.returns_list, {"EVAL-IDENTITY": "returned list", "SEED-REPLAY": "returned list",
+                            "MODE-ROUNDTRIP": "returned list", "DROP-RATE": "returned list", "EXPECTATION": "returned list"}),
+    (hostile.returns_wrong_shape, {"SUPPORT-SCALE": "returned shape", "KEEPS-META": "shape", "DROP-RATE": "returned (1,"}),
+    (hostile.returns_other_device, {"KEEPS-META": "'meta'", "EVAL-IDENTITY": "on meta", "DROP-RATE": "on meta"}),
+    (hostile.returns_nan, {"SUPPORT-SCALE": "nan", "DROP-RATE": "NaN/Inf", "EXPECTATION": "NaN/Inf"}),
+    (hostile.returns_inf, {"SUPPORT-SCALE": "inf", "P-ONE": "inf", "DROP-RATE": "NaN/Inf", "EXPECTATION": "NaN/Inf"}),
+    (hostile.mutates_input_later, {"INPUT-UNTOUCHED": "modified its input in place"}),
+    (hostile.reuses_output_buffer, {"SEED-REPLAY": "changed after it was returned"}),
+]
+
+
+@pytest.mark.parametrize("impl,fails", LIES, ids=[impl.__name__ for impl, _ in LIES])
+def test_lying_implementation_gets_a_clear_fail(impl, fails):
+    result = check(impl, list(fails))
+    for property_id, needle in fails.items():
+        v = verdict(result, property_id)
+        assert v.status is Status.FAIL and needle in v.summary, (
+            f"{impl.__name__}: {property_id} should FAIL saying {needle!r}, got {v.status.value}: {v.summary}")
+
+
+# ---- options: exit 2 with a message, before any work starts ---------------------------------------------------
+@pytest.mark.parametrize("argv,needle", [
+    (["--p", "nan"], "outside [0, 1]"),
+    (["--p", "-0.1"], "outside [0, 1]"),
+    (["--p", "0.5,2"], "2 is outside [0, 1]"),
+    (["--p", "half"], "is not a number"),
+    (["--contract", "gaussian"], "--contract: 'gaussian' is not one of"),
+    (["--device", "tpu"], "--device: 'tpu' is not one of"),
+    (["--seed", "-1"], "negative"),
+    (["--seed", "1.5"], "not an integer"),
+    (["--seed", "abc"], "not an integer"),
+    (["--timeout", "-1"], "--timeout: -1 must be a finite number ≥ 0"),
+    (["--timeout", "inf"], "--timeout: inf must be a finite number ≥ 0"),
+    (["--timeout", "soon"], "--timeout: 'soon' is not a number"),
+    (["--memory-limit", "-5"], "--memory-limit: -5 must be a finite number ≥ 0"),
+    (["--json", "/no/such/dir/r.json"], "directory /no/such/dir does not exist"),
+])
+def test_bad_option_exits_2_before_any_work(argv, needle, capsys, monkeypatch):
+    monkeypatch.setattr("dropcheck.targets.resolve_dropout", _must_not_be_called)
+    code, out, err = cli(["check", "torch.nn:Dropout", *argv], capsys)
+    assert code == 2 and needle in err and err.count("\n") == 1, f"{argv}: expected exit 2 and one line with {needle!r}: {err!r}"
+    assert out == "", f"{argv}: nothing may run before the options are checked: {out!r}"
+
+
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("TARGET was resolved before the options were validated")
+
+
+def test_read_only_output_directory_is_refused(tmp_path, capsys, monkeypatch):
+    """Simulated: `os.access` says the directory is not writable (as it would for a non-root user)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path and mode == os.W_OK else real_access(path, mode))
+    code, out, err = cli(["check", "torch.nn:Dropout", "--json", str(tmp_path / "r.json")], capsys)
+    assert code == 2 and "is not writable" in err and out == "", err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="running as root: chmod does not stop root from writing, so a read-only directory cannot be made")
+def test_read_only_output_directory_is_refused_for_real(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = cli(["check", "torch.nn:Dropout", "--json", str(locked / "r.json")], capsys)
+    finally:
+        locked.chmod(0o700)
+    assert code == 2 and "is not writable" in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here: nothing to skip")
+def test_cuda_without_cuda_skips_with_a_reason(capsys):
+    code, out, _ = cli(["check", "torch.nn:Dropout", "--device", "cuda", "--only", "EVAL-IDENTITY,DROP-RATE", "--profile", "quick"], capsys)
+    assert code == 0 and "SKIP" in out and "CUDA not available" in out and "PASS" not in out, out
+
+
+# ---- the report: atomic, never clobbered by a run that did not start, kept on Ctrl-C --------------------------
+def test_existing_report_survives_a_run_that_fails_to_start(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    report.write_text('{"precious": true}\n')
+    for argv in (["check", "no_such_module_dropcheck_xyz:X"], ["check", "torch.nn:Dropout", "--p", "7"],
+                 ["check", "torch.nn:Linear"]):
+        code, _, _ = cli([*argv, "--json", str(report)], capsys)
+        assert code == 2, argv
+    assert report.read_text() == '{"precious": true}\n' and sorted(os.listdir(tmp_path)) == ["r.json"]
+
+
+def test_report_that_cannot_be_written_is_an_error_and_the_verdicts_stay(tmp_path, capsys, monkeypatch):
+    def read_only_fs(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("dropcheck.cli.os.replace", read_only_fs)
+    report = tmp_path / "r.json"
+    code, out, err = cli(["check", "torch.nn:Dropout", "--only", "EVAL-IDENTITY", "--profile", "quick", "--json", str(report)], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and "could not write the report" in errors[0] and "Read-only file system" in errors[0], err
+    assert "PASS    EVAL-IDENTITY" in out, "the verdicts are printed before the report is written"
+    assert os.listdir(tmp_path) == [], "no half-written or temporary file is left"
+
+
+@pytest.mark.parametrize("mechanism", [pytest.param("fork", marks=needs_fork), pytest.param("alarm", marks=needs_main_thread)])
+def test_interrupt_inside_the_implementation_keeps_earlier_verdicts(mechanism, monkeypatch):
+    monkeypatch.setattr(guard, "choose_mechanism", lambda device="cpu": mechanism)
+    result = check(hostile.interrupts_in_train, ["EVAL-IDENTITY", "SUPPORT-SCALE", "DROP-RATE"])
+    assert result.interrupted and not result.ok and status_of(result) == {"EVAL-IDENTITY": "pass"}, result.summary()
+    assert result.to_dict()["interrupted"] is True
+
+
+def test_ctrl_c_ends_the_run_with_the_verdicts_so_far(tmp_path):
+    pidfile, report = tmp_path / "pids", tmp_path / "r.json"
+    env = {**os.environ, hostile.PIDFILE_ENV: str(pidfile), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dropcheck", "check", f"{HOSTILE_FILE}:sleeps_in_train", "--only", "EVAL-IDENTITY,SUPPORT-SCALE",
+         "--profile", "quick", "--timeout", "120", "--json", str(report)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not pidfile.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pidfile.exists(), f"the implementation never started: {proc.communicate(timeout=5)}"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - started < 10, "Ctrl-C must end the run promptly"
+    assert proc.returncode == 130, f"expected exit 130, got {proc.returncode}:\n{out}\n{err}"
+    assert "PASS    EVAL-IDENTITY" in out and "interrupted" in out, out
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True and data["ok"] is False, data
+    assert [(v["property"], v["status"]) for v in data["verdicts"]] == [("EVAL-IDENTITY", "pass")], data["verdicts"]
+    assert sorted(os.listdir(tmp_path)) == ["pids", "r.json"], "no temporary report file is left"
+    assert all(gone(int(pid)) for pid in pidfile.read_text().split()), "the check's child must not outlive the run"
+
+
+# ---- determinism of dropcheck itself ---------------------------------------------------------------------------
+def _without_times(report: dict) -> dict:
+    report = {k: v for k, v in report.items() if k not in ("started", "finished", "duration_s")}
+    report["verdicts"] = [{k: v for k, v in verdict.items() if k != "duration_s"} for verdict in report["verdicts"]]
+    return report
+
+
+def test_same_seed_gives_the_same_report(tmp_path, capsys):
+    argv = ["check", "reference_impls.inverted:InvertedDropout", "--only", "SUPPORT-SCALE,SEED-REPLAY,DROP-RATE,INDEP-CALLS",
+            "--p", "0.3", "--profile", "quick"]
+    reports = []
+    for name, seed in (("a", "11"), ("b", "11"), ("c", "12")):
+        assert cli([*argv, "--seed", seed, "--json", str(tmp_path / f"{name}.json")], capsys)[0] == 0
+        reports.append(_without_times(json.loads((tmp_path / f"{name}.json").read_text())))
+    assert reports[0] == reports[1], "the same --seed must give the same verdicts and statistics"
+    assert reports[0]["verdicts"] != reports[2]["verdicts"], "a different seed should draw a different sample"
+
+
+# ---- the README states what happens ----------------------------------------------------------------------------
+def test_readme_says_when_things_go_wrong():
+    readme = (REPO / "README.md").read_text()
+    assert "## When things go wrong" in readme
+    section = readme.split("## When things go wrong", 1)[1]
+    for needle in ("`0`", "`1`", "`2`", "`130`", "TIMEOUT", "out of memory"):
+        assert needle in section, f"README 'When things go wrong' should mention {needle}"
+    defaults = {opt.name: opt.default for opt in CHECK_OPTIONS}
+    for name in ("timeout", "memory-limit"):
+        assert f"`--{name}`" in readme and f"`{defaults[name]}`" in readme, f"README should state --{name}'s default {defaults[name]}"
