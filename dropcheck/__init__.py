@@ -32,7 +32,8 @@ _LAZY: dict[str, str] = {
     "strategies": "",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["CheckResult", "DecodeResult", "StatTest", "Status", "TargetError", "Verdict", "__version__", "check",
+           "decode", "strategies"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below does the work
     from dropcheck import strategies

@@ -66,9 +66,12 @@ class Settings:
             parts.append(f"--{PREFIX}target={self.target}")
         if self.decode_target:
             parts.append(f"--{PREFIX}decode-target={self.decode_target}")
-        for opt in SHARED_OPTIONS:
-            if self.raw[opt.name] is not None and opt.name != "json":
-                parts.append(f"--{PREFIX}{opt.name}={self.raw[opt.name]}")
+        relevant = dict.fromkeys((CHECK_OPTIONS if self.target else ()) + (DECODE_OPTIONS if self.decode_target else ()))
+        always = {"contract", "profile", "seed", "p"}  # what a reader needs to know to replay, even at its default
+        for opt in relevant:
+            text = self.raw[opt.name]
+            if text is not None and opt.name != "json" and (opt.name in always or text != opt.default):
+                parts.append(f"--{PREFIX}{opt.name}={text}")
         return " ".join(parts)
 
 
@@ -95,13 +98,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _resolve(settings: Settings) -> None:
-    from dropcheck.targets import TargetError, resolve_dropout
+    from dropcheck.cli import _resolve_within  # the CLI's: a TARGET that hangs or exits on import is an error
+    from dropcheck.targets import TargetError
 
     try:
         if settings.target:
-            resolve_dropout(settings.target).check_constructible()
+            _resolve_within(settings.target, settings.values.get("timeout"))
         if settings.decode_target:
-            from dropcheck.decoding import resolve_model
+            from dropcheck.models import resolve_model
 
             resolve_model(settings.decode_target)
     except TargetError as e:
@@ -229,8 +233,9 @@ def describe_failure(v: Any) -> str:
     for t in v.tests:
         mark = "≤" if t.rejected else ">"
         lines.append(f"  test {t.name}: p-value {t.pvalue:.3g} {mark} alpha {t.alpha:.2g} (n={t.n})")
-    if v.evidence.get("exception"):
-        lines.append("  " + str(v.evidence["exception"]).rstrip().replace("\n", "\n  "))
+    for key in ("exception", "traceback"):  # the implementation's own traceback, where it raised
+        if v.evidence.get(key):
+            lines.append("  " + str(v.evidence[key]).rstrip().replace("\n", "\n  "))
     lines.append(f"  replay: {v.replay}")
     return "\n".join(lines)
 

@@ -10,10 +10,12 @@ CI logs, plain lines, at most one per `min_interval` seconds per task plus one w
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -81,3 +83,11 @@ def count_check_verdicts(contract: str, ps: Sequence[float], devices: Sequence[s
     exact = sum(p.kind == "exact" for p in props)
     stat = len(props) - exact
     return sum(exact + stat * len(ps) if d == "cpu" or torch.cuda.is_available() else len(props) for d in devices)
+
+
+@contextlib.contextmanager
+def verdict_progress(description: str, total: int | None) -> Iterator[Callable[[Any], None]]:
+    """One task for a run: yields `advance(verdict)`, to be called from `run_check`'s on_verdict."""
+    with Progress() as progress:
+        task = progress.add(description, total)
+        yield lambda verdict: progress.advance(task, getattr(verdict, "label", str(verdict)))

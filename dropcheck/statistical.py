@@ -104,7 +104,11 @@ def expectation(s: Sampler) -> str:
     devs = {name: total - K * mean for name, mean in candidates.items()}
     var = K * c.train_var(x, s.p)
     n = K * x.numel()
-    overall_by = {name: stats.expectation_test(float(d.sum()), float(var.sum())) for name, d in devs.items()}
+    # Deviations are signed by the expected value, so a scaling bias (survivors too large or too
+    # small) adds up instead of cancelling between positive and negative inputs; under H0 the
+    # signs are fixed and the statistic is still N(0, 1).
+    sign = expected.sign()
+    overall_by = {name: stats.expectation_test(float((d * sign).sum()), float(var.sum())) for name, d in devs.items()}
     best = max(overall_by, key=lambda name: overall_by[name].pvalue)
     overall = s.record("overall-z", overall_by[best], n, None, "")
     overall.detail.update({"closest_mean": best, "dtype": str(x.dtype).removeprefix("torch."),

@@ -87,7 +87,7 @@ def agreement_figure(rows: list[Agreement]) -> str:
     ys = list(range(len(shown)))[::-1]
     for y, r in zip(ys, shown):
         ax.barh(y, r.agreement, color=COLOUR.get(r.status, "black"))
-        ax.text(min(r.agreement, 1.0) + 0.01, y, f"{r.compared - (r.mismatches or 0)}/{r.compared}", va="center", fontsize=7)
+        ax.text(min(r.agreement, 1.0) + 0.01, y, f"{r.agreeing}/{r.compared}", va="center", fontsize=7)
     ax.set_yticks(ys, [f"{r.property_id} {r.device}" for r in shown], fontsize=7)
     ax.set_xlim(0, 1.15)
     ax.set_xlabel("token agreement (agreeing / compared steps)")

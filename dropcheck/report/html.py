@@ -63,10 +63,11 @@ def render_html(data: dict[str, Any]) -> str:
         parts += ["<h2>Token agreement per property</h2>"]
         if any(a.agreement is not None for a in agree):
             parts.append(_img(figures.agreement_figure(agree), "token agreement per property"))
-        parts.append(_table(["property", "device", "verdict", "agreeing / compared steps", "near ties", "note"],
+        parts.append(_table(["property", "device", "verdict", "agreeing / compared steps*", "near ties", "note"],
                             [[a.property_id, a.device, a.status,
-                              f"{a.compared - (a.mismatches or 0)}/{a.compared}" if a.agreement is not None else "–",
+                              f"{a.agreeing}/{a.compared}" if a.agreement is not None else "–",
                               a.near_ties if a.near_ties is not None else "–", a.note] for a in agree]))
+        parts.append(f'<p class="small">{escape(T.AGREEMENT_NOTE)}</p>')
     else:
         rates = T.drop_rates(data)
         if rates:

@@ -49,10 +49,11 @@ def render_markdown(data: dict[str, Any]) -> str:
     if decode:
         agree = T.token_agreement(data)
         lines += ["## Token agreement", ""]
-        lines += _table(["property", "device", "verdict", "agreeing / compared steps", "near ties", "note"],
+        lines += _table(["property", "device", "verdict", "agreeing / compared steps*", "near ties", "note"],
                         [[f"`{a.property_id}`", a.device, T.SYMBOL[a.status],
-                          f"{a.compared - (a.mismatches or 0)}/{a.compared} ({a.agreement:.1%})" if a.agreement is not None else "–",
+                          f"{a.agreeing}/{a.compared} ({a.agreement:.1%})" if a.agreement is not None else "–",
                           a.near_ties if a.near_ties is not None else "–", a.note] for a in agree])
+        lines += [T.AGREEMENT_NOTE, ""]
     else:
         rates = T.drop_rates(data)
         if rates:

@@ -187,16 +187,26 @@ class Agreement:
     property_id: str
     device: str
     status: str
-    compared: int | None  # decoding steps compared (None: the property compares no tokens)
+    compared: int | None  # steps compared, up to each prompt's first difference (None: no token comparison)
     mismatches: int | None
     near_ties: int | None
     note: str
 
     @property
+    def agreeing(self) -> int | None:
+        """Steps whose tokens agree; a near tie is a disagreement the verdict excuses, not an agreement."""
+        return None if self.compared is None else self.compared - (self.mismatches or 0) - (self.near_ties or 0)
+
+    @property
     def agreement(self) -> float | None:
-        if not self.compared:
-            return None
-        return 1.0 - (self.mismatches or 0) / self.compared
+        return self.agreeing / self.compared if self.compared else None
+
+
+AGREEMENT_NOTE = ("* A prompt's steps are compared up to its first differing token (after it the contexts differ);"
+                  " a near tie (the reference's margin within rounding) counts as a difference the verdict excuses.")
+
+# Properties that decode the same prompts twice and require every token (and logit) to be equal.
+BITWISE_DECODES = ("DECODE-REPEAT", "DECODE-P-ZERO")
 
 
 def token_agreement(data: dict[str, Any]) -> list[Agreement]:
@@ -208,7 +218,7 @@ def token_agreement(data: dict[str, Any]) -> list[Agreement]:
         if "compared_steps" in ev:
             out.append(Agreement(v["property"], v["device"], v["status"], int(ev["compared_steps"]),
                                  int(ev.get("mismatches", 0)), int(ev.get("near_ties", 0)), ""))
-        elif "new_tokens" in ev and "prompts" in ev:
+        elif v["property"] in BITWISE_DECODES and "new_tokens" in ev and "prompts" in ev:
             steps = int(ev["prompts"]) * int(ev["new_tokens"])
             diff = ev.get("first_difference")
             if v["status"] == "pass":
@@ -220,5 +230,6 @@ def token_agreement(data: dict[str, Any]) -> list[Agreement]:
             else:
                 out.append(Agreement(v["property"], v["device"], v["status"], None, None, None, v["summary"][:80]))
         else:
-            out.append(Agreement(v["property"], v["device"], v["status"], None, None, None, "compares no tokens"))
+            note = v["summary"] if v["status"] == "skip" else "no token comparison: see its evidence"
+            out.append(Agreement(v["property"], v["device"], v["status"], None, None, None, note))
     return out

@@ -1,0 +1,69 @@
+"""The Python API: `dropcheck.check` / `dropcheck.decode` in a user's own test, a small typed
+`__all__`, and an `import dropcheck` that loads neither torch nor scipy."""
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import dropcheck
+
+QUICK = {"profile": "quick", "only": "EVAL-IDENTITY,SUPPORT-SCALE,DROP-RATE", "ps": 0.3}
+
+
+def test_check_a_class_object_as_a_user_would():
+    result = dropcheck.check(torch.nn.Dropout, "inverted", **QUICK)
+    assert result.ok, result.summary()
+    assert [v.property_id for v in result.verdicts] == ["EVAL-IDENTITY", "SUPPORT-SCALE", "DROP-RATE"]
+    rate = result.verdicts[-1]
+    assert rate.p == 0.3 and rate.tests and rate.tests[-1].alpha > 0, rate
+
+
+def test_failing_result_reads_well_in_an_assert():
+    from tests.broken_impls import no_scaling
+
+    result = dropcheck.check(no_scaling, **QUICK)
+    assert not result.ok
+    message = result.summary()
+    assert "SUPPORT-SCALE" in message and "replay: dropcheck check" in message, message
+    assert "EVAL-IDENTITY" not in message.split("\n", 1)[1], f"only the broken property is listed:\n{message}"
+    with pytest.raises(AssertionError, match="SUPPORT-SCALE"):
+        assert result.ok, result.summary()
+
+
+def test_check_to_dict_is_the_json_report():
+    data = json.loads(json.dumps(dropcheck.check("torch.nn:Dropout", **QUICK).to_dict(), default=str))
+    assert data["schema"] == "dropcheck-report/1" and data["kind"] == "check" and data["ok"] is True
+
+
+def test_decode_returns_a_result_object():
+    result = dropcheck.decode(only=["DECODE-REPEAT"], max_positions=8)
+    assert result.ok, result.summary()
+    assert [v.property_id for v in result.verdicts] == ["DECODE-REPEAT"]
+    data = result.to_dict()
+    assert data["schema"] == "dropcheck-report/1" and data["kind"] == "decode" and data["max_positions"] == 8
+
+
+def test_public_api_is_listed_typed_and_documented_with_an_example():
+    assert set(dropcheck.__all__) >= {"check", "decode", "strategies", "CheckResult", "DecodeResult", "Verdict"}
+    assert set(dropcheck.__all__) == set(dropcheck._LAZY) | {"__version__"}, "__all__ and the lazy names disagree"
+    for name in dropcheck.__all__:
+        obj = getattr(dropcheck, name)  # every listed name resolves
+        if callable(obj) and not inspect.isclass(obj):
+            sig = inspect.signature(obj)
+            assert sig.return_annotation is not inspect.Signature.empty, f"{name} has no return type"
+            assert ">>>" in (obj.__doc__ or ""), f"{name}'s docstring has no example"
+    st = dropcheck.strategies
+    for name in ("shapes", "drop_probabilities", "seeds", "dropout_inputs", "FLOAT_DTYPES"):
+        assert hasattr(st, name), f"dropcheck.strategies.{name} missing"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dropcheck.nope  # noqa: B018
+
+
+def test_import_dropcheck_is_light():
+    code = ("import sys, dropcheck, dropcheck.plugin; heavy = [m for m in ('torch', 'scipy', 'numpy', 'matplotlib') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"import dropcheck / dropcheck.plugin loaded {out.strip()}"
