@@ -1,4 +1,4 @@
-"""Limits around one property check: time (`--timeout`), memory (`--memory-limit`), crashes, Ctrl-C.
+"""Limits around each property check: time (`--timeout`), memory (`--memory-limit`), crashes, Ctrl-C.
 
 dropcheck runs code that is, by assumption, possibly broken. Whatever one check's implementation
 does (loops forever, sleeps, segfaults, calls `os._exit`, eats memory), that check must end within
@@ -6,28 +6,46 @@ its limit with an outcome saying what happened, and the run must go on with ever
 
 How, and why this way (issue "Hostile inputs"):
 
-- On Linux, for the CPU device, each check runs in a forked child process. The parent waits on a
-  pipe for the pickled result; at the time limit it kills the child's whole process group
-  (SIGKILL) and reaps it, so nothing is left behind. Only a process can be stopped whatever it is
-  doing: Python threads cannot be killed (a hung one would keep running and burning CPU), and a
-  signal handler (SIGALRM) runs only between bytecodes, so one long C call (a huge matmul, a C
-  extension spinning) is not interrupted, and a segfault or `os._exit` would end the whole run.
-  A child also gets its own memory limit (RLIMIT_AS) without limiting dropcheck itself, so a
-  memory-hungry implementation fails its check with "out of memory" instead of taking the
-  machine down.
-  Costs, measured or known: a fork takes a few milliseconds. After the parent has used OpenMP,
-  libgomp deadlocks in the child's first parallel region (it has no fork handler; this is why
-  torch's DataLoader workers call `torch.set_num_threads(1)`), so the child runs torch on one
-  thread, which on small checks is no slower. Implementation state (counters, caches) does not
-  carry over from one property to the next: each starts from the state after import, which also
-  makes a verdict independent of which other properties ran.
+- On Linux, for the CPU device, a run's checks (`run_sequence`) run one after another in a forked
+  worker process. The checks are zero-argument callables inherited through the fork, never
+  pickled; the worker writes framed, pickled messages to a pipe: ("start", i) as check i begins,
+  ("done", i, result) as it ends. The parent gives each check its time limit from its "start"; at
+  the limit, or when the worker dies (segfault, `os._exit`), it kills the worker's whole process
+  group (SIGKILL), reaps it, gives that check its TIMEOUT or crash outcome, and forks a fresh
+  worker that goes on with the next check. Only a process can be stopped whatever it is doing:
+  Python threads cannot be killed (a hung one would keep running and burning CPU), and a signal
+  handler (SIGALRM) runs only between bytecodes, so one long C call (a huge matmul, a C extension
+  spinning) is not interrupted, and a segfault or `os._exit` would end the whole run.
+  Memory: before each check the worker sets its own RLIMIT_AS to its present size plus
+  `--memory-limit`, so each check may grow by that much from its own start without limiting
+  dropcheck itself, and a memory-hungry implementation fails its check with "out of memory"
+  instead of taking the machine down. After an allocation failure, or once the worker keeps more
+  than half that allowance from earlier checks (a leak), the next check gets a fresh worker.
+- Why one worker per run and not one fork per check (which this module did at first): a bare
+  fork costs ~17 ms, but each child redid the lazy warm-up of its first call (imports inside
+  scipy and Hypothesis, their caches, torch's dispatch, copy-on-write page faults) and threw it
+  away on exit. Measured on 2 CPU cores, `run_check` of reference_impls.inverted:InvertedDropout,
+  best of 3: `quick` took 2.97 s with a fork per check, 0.68 s with one worker, 0.56 s in-process
+  without limits; `default` 4.87 s, 2.32 s and 1.94 s (2.31 s in-process on one torch thread,
+  which is what the worker runs on, see below); `dropcheck check` wall time including ~2.3 s of
+  start-up: 5.70 s → 3.11 s (`quick`), 8.27 s → 4.94 s (`default`). The price: implementation
+  state (counters, caches, module globals, threads it started) now carries over from one check
+  to the next within a worker, as it does in-process. Verdicts do not depend on it for a sound
+  implementation, since every check seeds what it draws (a full run's verdicts are identical to
+  those with a fork per check, and `--only ID` still replays one); a hostile one that, say,
+  mutates earlier inputs later may affect a later check's verdict as well as its own.
+  Also known: after the parent has used OpenMP, libgomp deadlocks in a forked child's first
+  parallel region (it has no fork handler; this is why torch's DataLoader workers call
+  `torch.set_num_threads(1)`), so the worker runs torch on one thread, which on small checks is
+  no slower.
 - Otherwise (a CUDA device: CUDA cannot be re-initialised in a forked child; CUDA already
-  initialised in this process; not Linux): SIGALRM in the main thread raises `TimeLimitExceeded`,
-  a BaseException so that an `except Exception` in the implementation or in Hypothesis does not
-  swallow it, re-fired every second until it lands. It stops Python loops and sleeps, and torch
-  code between two ops. Off the main thread there is no way to interrupt, so no limit applies.
+  initialised in this process; not Linux): the checks run in this process, one after another.
+  SIGALRM in the main thread raises `TimeLimitExceeded`, a BaseException so that an
+  `except Exception` in the implementation or in Hypothesis does not swallow it, re-fired every
+  second until it lands. It stops Python loops and sleeps, and torch code between two ops. Off
+  the main thread there is no way to interrupt, so no limit applies.
 - Under every mechanism a result that arrives after the limit is not trusted: it is a timeout,
-  never a pass.
+  never a pass. Ctrl-C stops the worker and is re-raised; the outcomes reported so far stand.
 """
 from __future__ import annotations
 
@@ -42,14 +60,16 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 DEFAULT_TIMEOUT_S = 60.0  # per property check; a default-profile check takes a few seconds at most
-DEFAULT_MEMORY_LIMIT_MB = 4096  # growth allowed to one check's process beyond its size at the fork
+DEFAULT_MEMORY_LIMIT_MB = 4096  # growth allowed to the worker during one check, beyond its size at the check's start
 _REFIRE_S = 1.0  # the alarm fires again this often until it is not swallowed
 _POLL_S = 0.05  # how often the parent looks at a child that has not answered yet
 _CHILD_FAILED = 70  # exit code of a child that could not even report (EX_SOFTWARE)
+_REPORT_HEADROOM_MB = 64  # after a check, the worker may grow this much to send its result back
+_MAX_MESSAGE = 1 << 31  # a frame longer than this is garbage (the implementation wrote into the pipe)
 
 
 class TimeLimitExceeded(BaseException):
@@ -97,11 +117,50 @@ def run_limited(
     >>> run_limited(lambda: 6 * 7, timeout=5).value
     42
     """
+    return run_sequence([fn], timeout, device=device, memory_limit_mb=memory_limit_mb, mechanism=mechanism)[0]
+
+
+def run_sequence(
+    checks: Sequence[Callable[[], Any]],
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    *,
+    device: str = "cpu",
+    memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB,
+    mechanism: str | None = None,
+    on_outcome: Callable[[int, Outcome], None] | None = None,
+    fresh_worker_after: Callable[[Any], bool] | None = None,
+) -> list[Outcome]:
+    """Call each of `checks` in order, each under the limits of `run_limited`; one outcome per check.
+
+    With the "fork" mechanism they run one after another in a forked worker process (module
+    docstring), which is replaced only after a check that timed out, crashed or ran out of memory.
+    `on_outcome(i, outcome)` is called in this process as soon as check i has ended, while the
+    worker goes on with the next. `fresh_worker_after(value)`, called in the worker on each value a
+    check returned, says whether the checks after it need a fresh worker (an out-of-memory verdict,
+    say: whatever filled the memory may still hold it). Ctrl-C (or a KeyboardInterrupt raised by a
+    check) stops the worker and is re-raised; the outcomes delivered so far are all there is.
+
+    >>> [o.value for o in run_sequence([lambda: 1, lambda: 2], timeout=5)]
+    [1, 2]
+    """
     timeout = timeout or None
     mechanism = mechanism or choose_mechanism(device)
+    outcomes: list[Outcome] = []
+
+    def deliver(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(len(outcomes) - 1, outcome)
+
     if mechanism == "fork":
-        return _run_forked(fn, timeout, memory_limit_mb or None, hide_cuda=device == "cpu")
-    return _run_in_process(fn, timeout, mechanism)
+        position = 0
+        while position < len(checks):
+            position = _run_worker(checks, position, timeout, memory_limit_mb or None, device == "cpu",
+                                   fresh_worker_after, deliver)
+    else:
+        for fn in checks:
+            deliver(_run_in_process(fn, timeout, mechanism))
+    return outcomes
 
 
 # ---- in the main thread: SIGALRM -----------------------------------------------------------------
@@ -168,47 +227,86 @@ def _cuda_initialized() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
-def _run_forked(fn: Callable[[], Any], timeout: float | None, memory_limit_mb: float | None,
-                hide_cuda: bool = True) -> Outcome:
+def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float | None,
+                memory_limit_mb: float | None, hide_cuda: bool, fresh_after: Callable[[Any], bool] | None,
+                deliver: Callable[[Outcome], None]) -> int:
+    """Fork one worker for checks[first:] and deliver an outcome for each check it runs or ends
+    with. Returns where the next worker, if any, starts: after the last check that has an outcome."""
     for stream in (sys.stdout, sys.stderr):  # nothing buffered twice
         with contextlib.suppress(Exception):
             stream.flush()
     read_end, write_end = os.pipe()
-    start = time.monotonic()
+    channel = _Channel(read_end)
+    current, following = None, first  # the check running now (None between checks), the next one
+    failure: Outcome | None = None
+    waiting_since = time.monotonic()  # for the next check: from the fork, then from each "start"
     with warnings.catch_warnings():
         # Python 3.12+ warns that fork in a process with threads may deadlock: torch's OpenMP pool is
-        # such a thread, and the child runs torch single-threaded for exactly that reason.
+        # such a thread, and the worker runs torch single-threaded for exactly that reason.
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
-    if pid == 0:  # the child never returns from here
+    if pid == 0:  # the worker never returns from here
         os.close(read_end)
-        _child(fn, write_end, memory_limit_mb, hide_cuda)
-    deadline = None if timeout is None else start + timeout
+        _worker(checks, first, write_end, memory_limit_mb, hide_cuda, fresh_after)
     try:
+        channel.pid = pid
         os.close(write_end)
         with contextlib.suppress(OSError):  # also set in the child: whichever runs first wins the race
             os.setpgid(pid, pid)
-        message, exited = _collect(pid, read_end, deadline)
-    finally:  # also on Ctrl-C: the child and anything it started go, and are reaped
+        while True:
+            deadline = None if timeout is None else waiting_since + timeout
+            try:
+                message = channel.receive(deadline)
+            except _Unreadable as e:  # the implementation wrote into the pipe, say
+                failure = Outcome("raised", message=f"the check's result came back unreadable: {e}", mechanism="fork")
+                break
+            if message is None:  # out of time, or the worker is gone; told apart once it is reaped
+                break
+            kind = message[0]
+            if kind == "start":
+                current, waiting_since = message[1], message[2]  # the worker's clock: CLOCK_MONOTONIC, shared
+            elif kind == "done":
+                _, index, elapsed, result = message
+                current, following, waiting_since = None, index + 1, time.monotonic()
+                deliver(_outcome(result, elapsed, timeout))
+                if following >= len(checks):  # nothing left for it to do: no need to wait for its "end"
+                    return following
+            elif kind == "interrupted":
+                raise KeyboardInterrupt
+            else:  # "end" (all done) or "retire" (the next check wants a fresh worker)
+                return following
+    finally:  # also on Ctrl-C: the worker and anything it started go, and are reaped
         os.close(read_end)
         _kill_group(pid)
         exit_status = _reap(pid)
-    elapsed = time.monotonic() - start
-    if message is None and not exited:
+    elapsed = time.monotonic() - waiting_since
+    if current is None and following >= len(checks):  # it ended after its last result: nothing lost
+        return following
+    if failure is None:
+        if channel.gone:
+            failure = Outcome("crashed", message=_describe_exit(exit_status), mechanism="fork")
+        else:
+            failure = Outcome("timeout", mechanism="fork")
+    failure.elapsed = elapsed
+    # A worker that died between two checks is charged to the next one, so that every worker
+    # forked makes progress.
+    index = following if current is None else current
+    deliver(failure)
+    return index + 1
+
+
+def _outcome(result: tuple, elapsed: float, timeout: float | None) -> Outcome:
+    status, *rest = result
+    if status == "timeout" or (timeout is not None and elapsed > timeout):  # a late result is no result
         return Outcome("timeout", elapsed=elapsed, mechanism="fork")
-    if message is None:
-        return Outcome("crashed", message=_describe_exit(exit_status), elapsed=elapsed, mechanism="fork")
-    status, *rest = message
-    if status == "interrupted":
-        raise KeyboardInterrupt
     if status == "ok":
         return Outcome("ok", rest[0], elapsed=elapsed, mechanism="fork")
-    if status == "timeout":
-        return Outcome("timeout", elapsed=elapsed, mechanism="fork")
     return Outcome("raised", message=rest[0], detail=rest[1], elapsed=elapsed, mechanism="fork")
 
 
-def _child(fn: Callable[[], Any], write_end: int, memory_limit_mb: float | None, hide_cuda: bool) -> None:
+def _worker(checks: Sequence[Callable[[], Any]], first: int, write_end: int, memory_limit_mb: float | None,
+            hide_cuda: bool, fresh_after: Callable[[Any], bool] | None) -> None:
+    """The forked worker: run checks[first:] in order, reporting on the pipe; never returns."""
     code = _CHILD_FAILED
     try:
         with contextlib.suppress(OSError):
@@ -226,21 +324,35 @@ def _child(fn: Callable[[], Any], write_end: int, memory_limit_mb: float | None,
                 # parent may have initialised it): seeding and RNG fingerprints then skip it.
                 torch.cuda.is_available = lambda: False
                 torch.cuda.device_count = lambda: 0
-        if memory_limit_mb:
-            _limit_memory(memory_limit_mb)
-        try:
-            result: tuple = ("ok", fn())
-        except KeyboardInterrupt:
-            result = ("interrupted",)
-        except TimeLimitExceeded:
-            result = ("timeout",)
-        except BaseException as e:  # SystemExit from the implementation, or a bug in dropcheck
-            result = ("raised", _one_line(e), traceback.format_exc())
-        try:
-            data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:
-            data = pickle.dumps(("raised", f"the result could not be sent back: {_one_line(e)}", ""))
-        _write_all(write_end, len(data).to_bytes(8, "little") + data)
+        born = _address_space_bytes()
+        last = ("end",)
+        for index in range(first, len(checks)):
+            if memory_limit_mb:
+                _limit_memory(memory_limit_mb)  # this check may grow the worker by that much from here
+            start = time.monotonic()
+            _send(write_end, ("start", index, start))
+            try:
+                result: tuple = ("ok", checks[index]())
+            except KeyboardInterrupt:
+                _send(write_end, ("interrupted", index))
+                last = None
+                break
+            except TimeLimitExceeded:
+                result = ("timeout",)
+            except BaseException as e:  # SystemExit from the implementation, or a bug in dropcheck
+                result = ("raised", _one_line(e), traceback.format_exc())
+            elapsed = time.monotonic() - start
+            if memory_limit_mb:
+                _limit_memory(_REPORT_HEADROOM_MB)  # room to report even if the check used up its share
+            for stream in (sys.stdout, sys.stderr):  # what the check printed, before the parent may end it
+                with contextlib.suppress(BaseException):
+                    stream.flush()
+            _send(write_end, ("done", index, elapsed, result))
+            if index + 1 < len(checks) and _worn_out(result, fresh_after, born, memory_limit_mb):
+                last = ("retire",)
+                break
+        if last is not None:
+            _send(write_end, last)
         code = 0
     except BaseException:
         pass
@@ -251,40 +363,97 @@ def _child(fn: Callable[[], Any], write_end: int, memory_limit_mb: float | None,
         os._exit(code)  # never run the parent's atexit handlers, pytest's included
 
 
-def _collect(pid: int, fd: int, deadline: float | None) -> tuple[tuple | None, bool]:
-    """Read the child's framed, pickled answer. Returns (message or None, whether it exited).
+def _worn_out(result: tuple, fresh_after: Callable[[Any], bool] | None, born: int | None,
+              memory_limit_mb: float | None) -> bool:
+    """Whether the checks after this result should get a fresh worker: memory ran out (what filled
+    it may still hold it), or the worker kept more than half a check's allowance from earlier checks."""
+    if result[0] == "raised" and is_out_of_memory(result[1]):
+        return True
+    if result[0] == "ok" and fresh_after is not None:
+        try:
+            if fresh_after(result[1]):
+                return True
+        except Exception:
+            return True
+    size = _address_space_bytes()
+    return bool(memory_limit_mb and born is not None and size is not None
+                and size - born > memory_limit_mb * 2**20 / 2)
 
-    Polls rather than waiting for EOF alone: something the implementation started may hold the
-    pipe open after the child itself has answered or died."""
-    buf = bytearray()
-    exited = eof = False
-    while True:
-        if len(buf) >= 8:
-            size = int.from_bytes(buf[:8], "little")
-            if len(buf) >= 8 + size:
-                try:
-                    return pickle.loads(bytes(buf[8:8 + size])), True
-                except Exception as e:  # the implementation wrote into the pipe, say
-                    return ("raised", f"the check's result came back unreadable: {_one_line(e)}", ""), True
-        if eof or exited:
-            # The child is gone: whatever it wrote is readable now, without waiting.
-            ready = select.select([fd], [], [], 0)[0] if not eof else []
-            if not ready:
-                return None, True
-            chunk = os.read(fd, 1 << 20)
-            eof = not chunk
-            buf += chunk
-            continue
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            return None, False
-        wait = _POLL_S if deadline is None else min(_POLL_S, deadline - now)
-        if select.select([fd], [], [], wait)[0]:
-            chunk = os.read(fd, 1 << 20)
-            eof = not chunk
-            buf += chunk
-        else:
-            exited = _has_exited(pid)
+
+def _send(fd: int, message: tuple) -> None:
+    try:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # a result that cannot be pickled
+        index = message[1] if len(message) > 1 else -1
+        data = pickle.dumps(("done", index, message[2] if len(message) > 2 else 0.0,
+                             ("raised", f"the result could not be sent back: {_one_line(e)}", "")))
+    _write_all(fd, len(data).to_bytes(8, "little") + data)
+
+
+class _Unreadable(Exception):
+    """The worker's messages could not be read back."""
+
+
+class _Channel:
+    """The parent's end of the worker's pipe: framed (8-byte length, little-endian), pickled messages."""
+
+    def __init__(self, fd: int, pid: int = 0) -> None:
+        self.fd, self.pid = fd, pid
+        self.buf = bytearray()
+        self.gone = False  # the worker has exited (or closed the pipe) and everything it sent is read
+
+    def receive(self, deadline: float | None) -> tuple | None:
+        """The next message, or None when the deadline has passed or the worker is gone (`gone`).
+
+        Polls rather than waiting for EOF alone: something the implementation started may hold the
+        pipe open after the worker itself has died. A message already sent is read even when the
+        deadline has passed meanwhile: whether it came in time is for its elapsed time to say."""
+        exited = eof = False
+        while True:
+            message = self._frame()
+            if message is not None:
+                return message
+            if eof or exited:
+                # The worker is gone: whatever it wrote is readable now, without waiting.
+                if eof or not select.select([self.fd], [], [], 0)[0]:
+                    self.gone = True
+                    return None
+                eof = self._read()
+                continue
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if select.select([self.fd], [], [], 0)[0]:
+                    eof = self._read()
+                    continue
+                return None
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - now)
+            if select.select([self.fd], [], [], wait)[0]:
+                eof = self._read()
+            else:
+                exited = _has_exited(self.pid)
+
+    def _read(self) -> bool:
+        chunk = os.read(self.fd, 1 << 20)
+        self.buf += chunk
+        return not chunk
+
+    def _frame(self) -> tuple | None:
+        if len(self.buf) < 8:
+            return None
+        size = int.from_bytes(self.buf[:8], "little")
+        if size > _MAX_MESSAGE:
+            raise _Unreadable(f"a message of {size} bytes")
+        if len(self.buf) < 8 + size:
+            return None
+        data = bytes(self.buf[8:8 + size])
+        del self.buf[:8 + size]
+        try:
+            message = pickle.loads(data)
+        except Exception as e:
+            raise _Unreadable(_one_line(e)) from None
+        if not isinstance(message, tuple) or not message:
+            raise _Unreadable(f"not a message: {type(message).__name__}")
+        return message
 
 
 def _has_exited(pid: int) -> bool:

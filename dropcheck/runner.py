@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import platform
 import time
 import warnings
@@ -217,16 +218,22 @@ def run_check(
                         emit(Verdict(prop.id, Status.SKIP, CUDA_MISSING, device=dev, seed=seed))
                 continue
             limits["isolation"][dev] = _mechanism(resolved, dev)
-            rank = _probe_limited(resolved, dev, limits) if con.unit == "channel" else 1
-            spatial_rank = rank if con.unit == "channel" else None
-            ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, rank, getattr(torch, dtype))
+            # The spatial rank is set by the probe, the first check of a channel contract's sequence.
+            ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, 1, getattr(torch, dtype))
+            planned: list[tuple[str | None, float | None, Callable[[], Any]]] = []
+            if con.unit == "channel":
+                planned.append((None, None, functools.partial(_probe_into, ctx)))
             for prop in properties:
                 if prop.kind == "exact" and keep(prop.id, None, dev):
-                    emit(_limited(ctx, prop.id, None, lambda: run_exact(ctx, prop.id), limits))
+                    planned.append((prop.id, None, functools.partial(run_exact, ctx, prop.id)))
             for p in ps:
                 for prop in properties:
                     if prop.kind == "statistical" and keep(prop.id, p, dev):
-                        emit(_limited(ctx, prop.id, p, lambda: run_statistical(ctx, prof, ledger, prop.id, p), limits))
+                        planned.append((prop.id, p, functools.partial(run_statistical, ctx, prof, ledger, prop.id, p)))
+            try:
+                _run_limited(ctx, planned, limits, emit)
+            finally:  # also when interrupted: the probe's result is known here as soon as it ran
+                spatial_rank = ctx.spatial_rank if con.unit == "channel" else None
     except KeyboardInterrupt:  # Ctrl-C: stop, and keep every verdict gathered so far
         interrupted = True
 
@@ -255,20 +262,44 @@ def _mechanism(target: DropoutTarget, device: str) -> str:
     return "alarm" if getattr(target, "meter", None) is not None else guard.choose_mechanism(device)
 
 
-def _probe_limited(target: DropoutTarget, device: str, limits: dict[str, Any]) -> int:
-    """The channel-rank probe calls the implementation too, so it runs under the same limits; if it
-    hangs or crashes, rank 1 is assumed and the properties report the problem themselves."""
-    outcome = guard.run_limited(lambda: probe_spatial_rank(target, device), limits["timeout_s"],
-                                memory_limit_mb=limits["memory_limit_mb"], mechanism=_mechanism(target, device))
-    return outcome.value if outcome.status == "ok" else 1
+def _probe_into(ctx: CheckContext) -> int:
+    """The channel-rank probe calls the implementation too, so it runs under the same limits, as the
+    first check of the sequence: it sets the rank in the process that runs the checks after it."""
+    ctx.spatial_rank = probe_spatial_rank(ctx.target, ctx.device)
+    return ctx.spatial_rank
 
 
-def _limited(ctx: CheckContext, property_id: str, p: float | None, check: Callable[[], Verdict],
+def _run_limited(ctx: CheckContext, planned: list[tuple[str | None, float | None, Callable[[], Any]]],
+                 limits: dict[str, Any], emit: Callable[[Verdict], None]) -> None:
+    """Run one device's checks in order under the run's limits (dropcheck.guard), emitting each
+    verdict as soon as its check ends, and turn a hang, a crash or an allocation failure into that
+    property's verdict, so that it costs nothing else. `planned` holds (property ID, p, check);
+    the ID None marks the channel-rank probe."""
+
+    def on_outcome(index: int, outcome: guard.Outcome) -> None:
+        property_id, p, _ = planned[index]
+        if property_id is None:
+            # Here too, so that a worker forked after a failure inherits it. If the probe hung or
+            # crashed, rank 1 is assumed and the properties report the problem themselves.
+            ctx.spatial_rank = outcome.value if outcome.status == "ok" else 1
+        else:
+            emit(_verdict(ctx, property_id, p, outcome, limits))
+
+    guard.run_sequence([check for _, _, check in planned], limits["timeout_s"], device=ctx.device,
+                       memory_limit_mb=limits["memory_limit_mb"], mechanism=_mechanism(ctx.target, ctx.device),
+                       on_outcome=on_outcome, fresh_worker_after=_out_of_memory)
+
+
+def _out_of_memory(verdict: Any) -> bool:
+    """Called in the worker: after this verdict the next check gets a fresh worker (whatever filled
+    the memory may still hold it)."""
+    return isinstance(verdict, Verdict) and verdict.status is Status.ERROR and guard.is_out_of_memory(verdict.summary)
+
+
+def _verdict(ctx: CheckContext, property_id: str, p: float | None, outcome: guard.Outcome,
              limits: dict[str, Any]) -> Verdict:
-    """Run one property check under the run's limits (dropcheck.guard) and turn a hang, a crash or
-    an allocation failure into that property's verdict, so that it costs nothing else."""
+    """The verdict of one property check from how it ended."""
     timeout, memory = limits["timeout_s"], limits["memory_limit_mb"]
-    outcome = guard.run_limited(check, timeout, memory_limit_mb=memory, mechanism=_mechanism(ctx.target, ctx.device))
     if outcome.status == "ok":
         verdict = outcome.value
         if verdict.status is Status.ERROR and guard.is_out_of_memory(verdict.summary):
