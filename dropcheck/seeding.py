@@ -37,7 +37,11 @@ def seeded(seed: int) -> Iterator[None]:
     np_state = np.random.get_state()
     py_state = random.getstate()
     with torch.random.fork_rng(devices=_cuda_devices()):
-        torch.manual_seed(seed)
+        # Not torch.manual_seed: it also queues lazy seeding calls for CUDA, MTIA and XPU, each with a
+        # formatted stack trace, even when none is present (0.44 s of a 2.5 s default run).
+        torch.random.default_generator.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
         np.random.seed(seed % (2**32))
         random.seed(seed)
         try:

@@ -186,9 +186,9 @@ def indep_calls(s: Sampler) -> str:
              power.correlation_mde((K - 1) * N, s.alpha("consecutive"), POWER), "correlation")
     s.record("cross-correlation", stats.cross_correlation_test(masks[0], masks[1], s.q), N,
              power.correlation_mde(N, s.alpha("cross-correlation") / N, POWER), "correlation at one shift")
-    drops = N - masks.sum(1, dtype=torch.int64)
+    drops = N - torch.count_nonzero(masks, dim=1)
     s.record("dispersion", stats.dispersion_test(drops, N, s.p), K, None, "")
-    counts = masks.sum(0, dtype=torch.int64)
+    counts = torch.count_nonzero(masks, dim=0)
     s.record("position-counts", stats.position_count_test(counts, K, s.q), N * K,
              s.chi2_mde("position-counts", N, min(K, 20)), "Cohen's w")
     return f"{K} calls × {N} units"
