@@ -21,7 +21,7 @@ from typing import Any
 
 from dropcheck.defaults import DEFAULT_CONTRACT, DEFAULT_PROFILE, DEFAULT_PS, DEFAULT_SEED
 from dropcheck.runner import CheckResult, expand_devices, run_check, versions
-from dropcheck.verdict import Status, Verdict
+from dropcheck.verdict import Verdict, failures, summarize
 
 BUILTIN_GPT = "built-in GPT (dropcheck.gpt)"
 
@@ -78,20 +78,14 @@ class DecodeResult:
     @property
     def ok(self) -> bool:
         """True when no property failed, errored or timed out (skips and passes only)."""
-        return all(v.status in (Status.PASS, Status.SKIP) for v in self.verdicts)
+        return not failures(self.verdicts)
 
     def failures(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.status not in (Status.PASS, Status.SKIP)]
+        return failures(self.verdicts)
 
     def summary(self) -> str:
         """A readable account: counts, then one line per failing verdict with its replay command."""
-        counts: dict[str, int] = {}
-        for v in self.verdicts:
-            counts[v.status.value] = counts.get(v.status.value, 0) + 1
-        lines = [f"dropcheck decode {self.target} (seed {self.seed}): " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-        for v in self.failures():
-            lines.append(f"  {v.status.value.upper()} {v.label}: {v.summary}\n    replay: {v.replay}")
-        return "\n".join(lines)
+        return summarize(f"dropcheck decode {self.target} (seed {self.seed})", self.verdicts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

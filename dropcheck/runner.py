@@ -26,7 +26,7 @@ from dropcheck.defaults import DEFAULT_PS, DEFAULT_SEED
 from dropcheck.seeding import seeded
 from dropcheck.statistical import run_statistical
 from dropcheck.targets import DropoutTarget, resolve_dropout
-from dropcheck.verdict import Status, Verdict
+from dropcheck.verdict import Status, Verdict, failures, summarize
 
 CUDA_MISSING = "CUDA not available on this machine (torch.cuda.is_available() is False)"
 
@@ -88,23 +88,15 @@ class CheckResult:
     def ok(self) -> bool:
         """True when no property failed, errored or timed out (skips and passes only), and the run
         was not interrupted."""
-        return not self.interrupted and all(v.status in (Status.PASS, Status.SKIP) for v in self.verdicts)
+        return not self.interrupted and not failures(self.verdicts)
 
     def failures(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.status not in (Status.PASS, Status.SKIP)]
+        return failures(self.verdicts)
 
     def summary(self) -> str:
         """A readable account: one line per failing verdict with its replay command."""
-        counts: dict[str, int] = {}
-        for v in self.verdicts:
-            counts[v.status.value] = counts.get(v.status.value, 0) + 1
-        head = f"dropcheck {self.target} (contract {self.contract}, profile {self.profile}, seed {self.seed}): " + ", ".join(
-            f"{n} {s}" for s, n in counts.items()
-        )
-        lines = [head]
-        for v in self.failures():
-            lines.append(f"  {v.status.value.upper()} {v.label}: {v.summary}\n    replay: {v.replay}")
-        return "\n".join(lines)
+        return summarize(f"dropcheck {self.target} (contract {self.contract}, profile {self.profile}, seed {self.seed})",
+                         self.verdicts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

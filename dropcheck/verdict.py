@@ -104,6 +104,23 @@ class Verdict:
         }
 
 
+def failures(verdicts: list[Verdict]) -> list[Verdict]:
+    """The verdicts that make a run not ok: anything but PASS and SKIP."""
+    return [v for v in verdicts if v.status not in (Status.PASS, Status.SKIP)]
+
+
+def summarize(title: str, verdicts: list[Verdict]) -> str:
+    """`title: N pass, M fail`, then one line per failing verdict with its replay command: the
+    message a user sees from `assert result.ok, result.summary()`."""
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.status.value] = counts.get(v.status.value, 0) + 1
+    lines = [f"{title}: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    for v in failures(verdicts):
+        lines.append(f"  {v.status.value.upper()} {v.label}: {v.summary}\n    replay: {v.replay}")
+    return "\n".join(lines)
+
+
 def worst(statuses: list[Status]) -> Status:
     """The status that decides a group: any failure beats inconclusive beats pass beats skip."""
     order = [Status.ERROR, Status.TIMEOUT, Status.FAIL, Status.INCONCLUSIVE, Status.PASS, Status.SKIP]
