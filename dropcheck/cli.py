@@ -113,16 +113,21 @@ def cmd_check(args: argparse.Namespace) -> int:
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
     start = time.perf_counter()
     total = count_check_verdicts(opts["contract"], opts["p"], expand_devices(opts["device"]), opts["only"])
+    shown: set[int] = set()
     with verdict_progress(f"check {resolved.spec}", total) as advance:  # on stderr: stdout stays the verdicts
 
         def on_verdict(v: Any) -> None:
             out.verdict_line(con, v)
+            shown.add(id(v))
             advance(v)
 
         result = run_check(resolved, contract=opts["contract"],
                            ps=opts["p"], device=opts["device"], seed=opts["seed"], profile=opts["profile"],
                            only=opts["only"], dtype=opts["dtype"], on_verdict=on_verdict,
                            timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"])
+    for v in result.verdicts:  # a Ctrl-C can land between gathering a verdict and printing it
+        if id(v) not in shown:
+            out.verdict_line(con, v)
     out.summary_line(con, result.verdicts, time.perf_counter() - start)
     con.print(f"alpha budget {result.ledger['family_alpha']:g} over {result.ledger['tests']} statistical tests "
               f"({result.ledger['alpha_each']:.2g} each, Bonferroni)", style="dim")
