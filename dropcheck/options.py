@@ -32,14 +32,22 @@ def parse_ps(text: str) -> list[float]:
     return out
 
 
-def parse_seed(text: str | int) -> int:
-    try:
-        seed = int(str(text), 10)
-    except ValueError:
-        raise ValueError(f"--seed: {text!r} is not an integer") from None
-    if seed < 0:
-        raise ValueError(f"--seed: {seed} is negative; seeds are integers ≥ 0")
-    return seed
+def parse_int_at_least(option: str, minimum: int, why: str) -> Callable[[str | int], int]:
+    """A parser for an integer option that must be ≥ `minimum`; `why` ends the message otherwise."""
+
+    def parse(text: str | int) -> int:
+        try:
+            n = int(str(text), 10)
+        except ValueError:
+            raise ValueError(f"--{option}: {text!r} is not an integer") from None
+        if n < minimum:
+            raise ValueError(f"--{option}: {n} is {why}")
+        return n
+
+    return parse
+
+
+parse_seed = parse_int_at_least("seed", 0, "negative; seeds are integers ≥ 0")
 
 
 def parse_choice(option: str, choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -118,18 +126,9 @@ MEMORY_LIMIT = Option("memory-limit", "how far one property check's process may 
                       "(Linux, CPU); beyond it the check's verdict is an out-of-memory error",
                       f"{DEFAULT_MEMORY_LIMIT_MB:g}", parse_limit("memory-limit"), "MIB")
 
-def parse_positions(text: str) -> int:
-    try:
-        n = int(str(text), 10)
-    except ValueError:
-        raise ValueError(f"--max-positions: {text!r} is not an integer") from None
-    if n < 4:
-        raise ValueError(f"--max-positions: {n} is too small; prompts and new tokens need at least 4 positions")
-    return n
-
-
 MAX_POSITIONS = Option("max-positions", "prompt plus generated tokens stay within this many positions", "32",
-                       parse_positions, "N")
+                       parse_int_at_least("max-positions", 4, "too small; prompts and new tokens need at least 4 positions"),
+                       "N")
 
 CHECK_OPTIONS: tuple[Option, ...] = (CONTRACT, PS, DEVICE, SEED, PROFILE, DTYPE, ONLY, JSON, TIMEOUT, MEMORY_LIMIT)
 DECODE_OPTIONS: tuple[Option, ...] = (DEVICE, SEED, MAX_POSITIONS, ONLY, JSON)
