@@ -26,7 +26,7 @@ def _by_id(verdicts):
     return {(v.property_id, v.device): v for v in verdicts}
 
 
-def _expect(verdicts, property_id, status, device="cpu"):
+def _assert_status(verdicts, property_id, status, device="cpu"):
     """The verdict for one property, asserted to have `status` (the message has expected, got, replay)."""
     __tracebackhide__ = True
     v = _by_id(verdicts)[property_id, device]
@@ -142,18 +142,18 @@ def _gpt_all_p_zero() -> GPTModel:
 )
 def test_model_without_dropout_skips_train_active(target, reason):
     verdicts = run_decode(target, max_positions=8)
-    got = _expect(verdicts, "DECODE-TRAIN-ACTIVE", Status.SKIP)
+    got = _assert_status(verdicts, "DECODE-TRAIN-ACTIVE", Status.SKIP)
     assert got.summary == reason, f"skip reason: expected {reason!r}, got {got.summary!r}"
-    _expect(verdicts, "DECODE-REPEAT", Status.PASS)
+    _assert_status(verdicts, "DECODE-REPEAT", Status.PASS)
 
 
 def test_user_model_skips_p_zero_and_cacheless_kv_cache():
     verdicts = run_decode(_NoDropoutLM, max_positions=8)
-    p_zero = _expect(verdicts, "DECODE-P-ZERO", Status.SKIP)
+    p_zero = _assert_status(verdicts, "DECODE-P-ZERO", Status.SKIP)
     assert "not the built-in GPT" in p_zero.summary, f"skip reason: got {p_zero.summary!r}"
-    kv = _expect(verdicts, "DECODE-KV-CACHE", Status.SKIP)
+    kv = _assert_status(verdicts, "DECODE-KV-CACHE", Status.SKIP)
     assert "no KV cache" in kv.summary, f"skip reason: got {kv.summary!r}"
-    _expect(verdicts, "DECODE-BATCH-INVARIANT", Status.PASS)
+    _assert_status(verdicts, "DECODE-BATCH-INVARIANT", Status.PASS)
 
 
 def test_logits_attribute_and_module_instance_are_accepted():
@@ -171,8 +171,8 @@ def test_logits_attribute_and_module_instance_are_accepted():
 
     for target in (Wrapped, Wrapped()):
         verdicts = run_decode(target, max_positions=8)
-        _expect(verdicts, "DECODE-REPEAT", Status.PASS)
-        _expect(verdicts, "DECODE-TRAIN-ACTIVE", Status.PASS)
+        _assert_status(verdicts, "DECODE-REPEAT", Status.PASS)
+        _assert_status(verdicts, "DECODE-TRAIN-ACTIVE", Status.PASS)
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -202,10 +202,10 @@ def test_exception_in_one_mode_errors_only_where_it_happens():
             return super().forward(idx, cache)
 
     verdicts = run_decode(TrainCrash, max_positions=8)
-    got = _expect(verdicts, "DECODE-TRAIN-ACTIVE", Status.ERROR)
+    got = _assert_status(verdicts, "DECODE-TRAIN-ACTIVE", Status.ERROR)
     assert "boom in train mode" in got.summary, f"ERROR summary: expected the exception text, got {got.summary!r}"
     assert "exception" in got.evidence, f"ERROR evidence should hold the traceback, got {sorted(got.evidence)}"
-    _expect(verdicts, "DECODE-REPEAT", Status.PASS)  # the other properties still run
+    _assert_status(verdicts, "DECODE-REPEAT", Status.PASS)  # the other properties still run
 
 
 def test_model_that_cannot_run_errors_everywhere():
