@@ -105,9 +105,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
     from dropcheck.progress import count_check_verdicts, verdict_progress
     from dropcheck.runner import expand_devices, run_check
+    from dropcheck.targets import resolve_within
 
     opts = parse_options(args, CHECK_OPTIONS)
-    resolved = _resolve_within(args.target, opts["timeout"])  # TargetError → exit 2 before the header
+    resolved = resolve_within(args.target, opts["timeout"])  # TargetError → exit 2 before the header
     con = out.make_console()
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
@@ -143,24 +144,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAIL
-
-
-def _resolve_within(target: str, timeout: float | None) -> Any:
-    """Import TARGET and build it once, within the time limit: an import or a constructor that
-    hangs or calls sys.exit is a TARGET problem (exit 2), like one that raises."""
-    from dropcheck.guard import TimeLimitExceeded, alarm
-    from dropcheck.targets import TargetError, resolve_dropout
-
-    try:
-        with alarm(timeout):
-            resolved = resolve_dropout(target)
-            resolved.check_constructible()
-    except TimeLimitExceeded:
-        raise TargetError(f"TARGET {target!r}: importing it and building it with p=0.5 did not finish "
-                          f"within {timeout:g} s (--timeout)") from None
-    except SystemExit as e:
-        raise TargetError(f"TARGET {target!r}: importing or building it called sys.exit({e.code!r})") from e
-    return resolved
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

@@ -33,7 +33,9 @@ def verdict_line(console: Console, v: Verdict, id_width: int = 22) -> None:
     where = " ".join(x for x in (f"p={v.p:g}" if v.p is not None else "", v.dtype or "", v.device) if x)
     status = v.status.value.upper()
     console.print(
-        f"[{STYLE[v.status]}]{status:<7}[/] {v.property_id:<{id_width}} {escape(where):<20} {escape(v.summary)}"
+        # One line per verdict, even when an implementation's exception message spans several.
+        f"[{STYLE[v.status]}]{status:<7}[/] {v.property_id:<{id_width}} {escape(where):<20} "
+        f"{escape(' | '.join(v.summary.splitlines()))}"
     )
     if v.status.is_failure or v.status == Status.INCONCLUSIVE:
         console.print(f"        replay: {escape(v.replay)}", style="dim")

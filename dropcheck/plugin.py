@@ -98,12 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _resolve(settings: Settings) -> None:
-    from dropcheck.cli import _resolve_within  # the CLI's: a TARGET that hangs or exits on import is an error
+    from dropcheck.targets import resolve_within  # as the CLI: a TARGET that hangs or exits on import is an error
     from dropcheck.targets import TargetError
 
     try:
         if settings.target:
-            _resolve_within(settings.target, settings.values.get("timeout"))
+            resolve_within(settings.target, settings.values.get("timeout"))
         if settings.decode_target:
             from dropcheck.models import resolve_model
 

@@ -223,3 +223,20 @@ def _describe(obj: Any) -> str:
     mod = getattr(obj, "__module__", None) or "?"
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
     return f"{mod}:{name}"
+
+
+def resolve_within(target: str, timeout: float | None) -> DropoutTarget:
+    """Import TARGET and build it once, within the time limit: an import or a constructor that
+    hangs or calls sys.exit is a TARGET problem (exit 2), like one that raises."""
+    from dropcheck.guard import TimeLimitExceeded, alarm
+
+    try:
+        with alarm(timeout):
+            resolved = resolve_dropout(target)
+            resolved.check_constructible()
+    except TimeLimitExceeded:
+        raise TargetError(f"TARGET {target!r}: importing it and building it with p=0.5 did not finish "
+                          f"within {timeout:g} s (--timeout)") from None
+    except SystemExit as e:
+        raise TargetError(f"TARGET {target!r}: importing or building it called sys.exit({e.code!r})") from e
+    return resolved

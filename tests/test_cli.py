@@ -72,3 +72,18 @@ def test_python_dash_m_runs_the_same_command():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "EVAL-IDENTITY" in proc.stdout, proc.stdout
+
+
+def _raises_multiline(x, p, training):
+    raise RuntimeError("first line\nsecond line")
+
+
+def test_a_multiline_exception_stays_on_one_verdict_line(capsys):
+    from dropcheck import console
+    from dropcheck.runner import run_check
+
+    (verdict,) = run_check(_raises_multiline, only=["EVAL-IDENTITY"], profile="quick").verdicts
+    console.verdict_line(console.make_console(), verdict)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1 and "first line | second line" in lines[0], out
