@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from scipy.stats import norm
 
-from dropcheck import power, stats
+from dropcheck import independence, power, stats
 from dropcheck.context import CheckContext, PropertyViolation
 from dropcheck.contracts import Contract
 from dropcheck.ledger import POWER, Ledger, Profile
@@ -160,10 +160,10 @@ def indep_positions(s: Sampler) -> str:
     kept = s.kept(x)
     mask = kept.flatten()
     n = mask.numel()
-    s.record("markov", stats.markov_test(mask), n, s.chi2_mde("markov", n, 1), "Cohen's w")
-    s.record("periodogram", stats.periodogram_test(mask, s.q), n, None, "")
+    s.record("markov", independence.markov_test(mask), n, s.chi2_mde("markov", n, 1), "Cohen's w")
+    s.record("periodogram", independence.periodogram_test(mask, s.q), n, None, "")
     lags = sorted({lag for lag in (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, kept.shape[-1]) if lag < n // 2})
-    s.record("stride-lags", stats.lag_test(mask, lags, s.q), n, power.correlation_mde(n, s.alpha("stride-lags") / len(lags), POWER), "correlation")
+    s.record("stride-lags", independence.lag_test(mask, lags, s.q), n, power.correlation_mde(n, s.alpha("stride-lags") / len(lags), POWER), "correlation")
     return f"{n} units in one call; lags {lags[0]}..{lags[-1]}"
 
 
@@ -172,7 +172,7 @@ def indep_rows(s: Sampler) -> str:
     x = s.input(s.profile.call_units, rows=rows)
     mask = s.kept(x)
     F = mask.shape[1]
-    s.record("row-correlation", stats.row_correlation_test(mask, s.q), mask.numel(),
+    s.record("row-correlation", independence.row_correlation_test(mask, s.q), mask.numel(),
              power.correlation_mde(F, s.alpha("row-correlation"), POWER), "correlation between two rows")
     return f"{rows} rows × {F} units"
 
@@ -182,14 +182,14 @@ def indep_calls(s: Sampler) -> str:
     x = s.input(s.profile.call_units)
     masks = torch.stack([s.kept(x).flatten() for _ in range(K)])  # (K, N) bool: K·N bytes
     N = masks.shape[1]
-    s.record("consecutive", stats.consecutive_calls_test(masks[:-1].flatten(), masks[1:].flatten()), (K - 1) * N,
+    s.record("consecutive", independence.consecutive_calls_test(masks[:-1].flatten(), masks[1:].flatten()), (K - 1) * N,
              power.correlation_mde((K - 1) * N, s.alpha("consecutive"), POWER), "correlation")
-    s.record("cross-correlation", stats.cross_correlation_test(masks[0], masks[1], s.q), N,
+    s.record("cross-correlation", independence.cross_correlation_test(masks[0], masks[1], s.q), N,
              power.correlation_mde(N, s.alpha("cross-correlation") / N, POWER), "correlation at one shift")
     drops = N - torch.count_nonzero(masks, dim=1)
-    s.record("dispersion", stats.dispersion_test(drops, N, s.p), K, None, "")
+    s.record("dispersion", independence.dispersion_test(drops, N, s.p), K, None, "")
     counts = torch.count_nonzero(masks, dim=0)
-    s.record("position-counts", stats.position_count_test(counts, K, s.q), N * K,
+    s.record("position-counts", independence.position_count_test(counts, K, s.q), N * K,
              s.chi2_mde("position-counts", N, min(K, 20)), "Cohen's w")
     return f"{K} calls × {N} units"
 
@@ -203,7 +203,7 @@ def indep_input(s: Sampler, bins: int = 8) -> str:
     x = (mag * sign).to(device=s.ctx.device, dtype=s.ctx.sample_dtype)
     kept = s.kept(x).flatten()
     n = kept.numel()
-    s.record("input-bins", stats.input_dependence_test(x.flatten(), kept, bins), n, s.chi2_mde("input-bins", n, bins - 1), "Cohen's w")
+    s.record("input-bins", independence.input_dependence_test(x.flatten(), kept, bins), n, s.chi2_mde("input-bins", n, bins - 1), "Cohen's w")
     return f"{n} units, inputs ±10^U(-3,3) in {bins} quantile bins"
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from dropcheck import power, stats
+from dropcheck import independence, power, stats
 
 KS_ALPHA = 1e-3  # level of each uniformity check (KS over REPS p-values)
 LOOSE_ALPHA = 0.05  # nominal level at which Bonferroni-min tests' rejection rates are checked
@@ -104,7 +104,7 @@ def test_homogeneity_test_is_calibrated(p: float, seed: int) -> None:
 def test_dispersion_test_is_calibrated(p: float, seed: int) -> None:
     n = 1024
     drops = (~_keep((REPS, 64, n), 1 - p, _gen(seed))).sum(dim=2)  # (reps, calls)
-    _assert_uniform([stats.dispersion_test(d, n, p).pvalue for d in drops], f"dispersion_test p={p}")
+    _assert_uniform([independence.dispersion_test(d, n, p).pvalue for d in drops], f"dispersion_test p={p}")
 
 
 @pytest.mark.parametrize("p, seed", [(0.1, 1401), (0.5, 1402)])
@@ -112,34 +112,34 @@ def test_position_count_test_is_calibrated(p: float, seed: int) -> None:
     K = 32
     counts = _keep((REPS, K, 2048), 1 - p, _gen(seed)).sum(dim=1)  # (reps, positions)
     _assert_uniform(
-        [stats.position_count_test(c, K, 1 - p).pvalue for c in counts], f"position_count_test p={p}"
+        [independence.position_count_test(c, K, 1 - p).pvalue for c in counts], f"position_count_test p={p}"
     )
 
 
 @pytest.mark.parametrize("p, seed", [(0.1, 1501), (0.5, 1502)])
 def test_consecutive_calls_test_is_calibrated(p: float, seed: int) -> None:
     masks = _keep((REPS, 2, 40_000), 1 - p, _gen(seed))
-    _assert_uniform([stats.consecutive_calls_test(m[0], m[1]).pvalue for m in masks], f"consecutive_calls_test p={p}")
+    _assert_uniform([independence.consecutive_calls_test(m[0], m[1]).pvalue for m in masks], f"consecutive_calls_test p={p}")
 
 
 def test_consecutive_calls_test_with_few_pairs_is_valid() -> None:
     # 300 pairs at p = 0.1: 3 expected drop-drop pairs. The exact p-values are then coarse and
     # conservative (they pile up at 1), so only "not too small" is checked.
     masks = _keep((REPS, 2, 300), 0.9, _gen(1503))
-    pvals = [stats.consecutive_calls_test(m[0], m[1]).pvalue for m in masks]
+    pvals = [independence.consecutive_calls_test(m[0], m[1]).pvalue for m in masks]
     _assert_uniform(pvals, "consecutive_calls_test N=300", alternative="greater")
 
 
 @pytest.mark.parametrize("p, seed", [(0.1, 1601), (0.5, 1602)])
 def test_markov_test_is_calibrated(p: float, seed: int) -> None:
     masks = _keep((REPS, 20_000), 1 - p, _gen(seed))
-    _assert_uniform([stats.markov_test(m).pvalue for m in masks], f"markov_test p={p}")
+    _assert_uniform([independence.markov_test(m).pvalue for m in masks], f"markov_test p={p}")
 
 
 def test_markov_test_with_rare_drops_is_valid() -> None:
     # ~100 drops in 5000: R is coarse, the exact test conservative; only "not too small" checked.
     masks = _keep((REPS, 5000), 0.98, _gen(1603))
-    _assert_uniform([stats.markov_test(m).pvalue for m in masks], "markov_test p=0.02", alternative="greater")
+    _assert_uniform([independence.markov_test(m).pvalue for m in masks], "markov_test p=0.02", alternative="greater")
 
 
 @pytest.mark.parametrize("p, seed", [(0.1, 1701), (0.5, 1702)])
@@ -147,7 +147,7 @@ def test_row_correlation_test_is_calibrated(p: float, seed: int) -> None:
     # >= ~20 expected in every pair's 2x2 table: the summed form is used (it is exact in mean and
     # variance; at p = 0.1 with 10 expected its rejection rates matched 1e-2..1e-4 over 2e4 masks)
     masks = _keep((REPS, 16, 2048), 1 - p, _gen(seed))
-    outs = [stats.row_correlation_test(m, 1 - p) for m in masks]
+    outs = [independence.row_correlation_test(m, 1 - p) for m in masks]
     assert {o.detail["method"] for o in outs} == {"sum"}
     _assert_uniform([o.pvalue for o in outs], f"row_correlation_test p={p}")
 
@@ -158,7 +158,7 @@ def test_input_dependence_test_is_calibrated(p: float, seed: int) -> None:
     x = _signed_log_uniform((REPS, 8192), g)
     kept = _keep((REPS, 8192), 1 - p, g)
     _assert_uniform(
-        [stats.input_dependence_test(xi, ki).pvalue for xi, ki in zip(x, kept)], f"input_dependence_test p={p}"
+        [independence.input_dependence_test(xi, ki).pvalue for xi, ki in zip(x, kept)], f"input_dependence_test p={p}"
     )
 
 
@@ -202,14 +202,14 @@ BONF_REPS = 400
 @pytest.mark.parametrize("p, seed", [(0.1, 2001), (0.02, 2002)])
 def test_cross_correlation_test_false_alarms_at_most_alpha(p: float, seed: int) -> None:
     masks = _keep((BONF_REPS, 2, 4096), 1 - p, _gen(seed))
-    pvals = [stats.cross_correlation_test(m[0], m[1], 1 - p).pvalue for m in masks]
+    pvals = [independence.cross_correlation_test(m[0], m[1], 1 - p).pvalue for m in masks]
     _assert_rate_at_most(pvals, LOOSE_ALPHA, f"cross_correlation_test p={p}")
 
 
 @pytest.mark.parametrize("p, seed", [(0.1, 2101), (0.02, 2102)])
 def test_periodogram_test_false_alarms_at_most_alpha(p: float, seed: int) -> None:
     masks = _keep((BONF_REPS, 4096), 1 - p, _gen(seed))
-    pvals = [stats.periodogram_test(m, 1 - p).pvalue for m in masks]
+    pvals = [independence.periodogram_test(m, 1 - p).pvalue for m in masks]
     _assert_rate_at_most(pvals, LOOSE_ALPHA, f"periodogram_test p={p}")
 
 
@@ -217,7 +217,7 @@ def test_row_correlation_test_with_rare_drops_false_alarms_at_most_alpha() -> No
     # p = 0.02 over 1024 units: 0.4 expected co-drops per pair, so the max-pair Bonferroni form
     # is used (the summed form rejected 13x too often at 1e-4 here).
     masks = _keep((BONF_REPS, 16, 1024), 0.98, _gen(2301))
-    outs = [stats.row_correlation_test(m, 0.98) for m in masks]
+    outs = [independence.row_correlation_test(m, 0.98) for m in masks]
     assert {o.detail["method"] for o in outs} == {"max-pair"}
     _assert_rate_at_most([o.pvalue for o in outs], LOOSE_ALPHA, "row_correlation_test p=0.02")
 
@@ -230,7 +230,7 @@ def test_row_correlation_test_tail_is_calibrated() -> None:
     g = _gen(2401)
     pvals: list[float] = []
     for _ in range(100):
-        pvals += [stats.row_correlation_test(m, 0.9).pvalue for m in _keep((100, 16, 1024), 0.9, g)]
+        pvals += [independence.row_correlation_test(m, 0.9).pvalue for m in _keep((100, 16, 1024), 0.9, g)]
     for alpha in (1e-2, 1e-3):
         _assert_rate_at_most(pvals, alpha, f"row_correlation_test tail at {alpha}")
 
@@ -238,7 +238,7 @@ def test_row_correlation_test_tail_is_calibrated() -> None:
 @pytest.mark.parametrize("p, seed", [(0.1, 2201), (0.02, 2202)])
 def test_lag_test_false_alarms_at_most_alpha(p: float, seed: int) -> None:
     masks = _keep((BONF_REPS, 4096), 1 - p, _gen(seed))
-    pvals = [stats.lag_test(m, [1, 64, 512], 1 - p).pvalue for m in masks]
+    pvals = [independence.lag_test(m, [1, 64, 512], 1 - p).pvalue for m in masks]
     _assert_rate_at_most(pvals, LOOSE_ALPHA, f"lag_test p={p}")
 
 
@@ -291,7 +291,7 @@ def test_dispersion_test_detects_exact_count_sampler() -> None:
         # round(p·n) drops every call, at random positions: right rate, no binomial spread
         ranks = torch.rand((calls, n), generator=g).argsort(dim=1).argsort(dim=1)
         kept = ranks >= round(p * n)
-        return stats.dispersion_test((~kept).sum(dim=1), n, p)
+        return independence.dispersion_test((~kept).sum(dim=1), n, p)
 
     _assert_power(_pvals(outcome, 3201), "dispersion_test: exact-count sampler")
 
@@ -303,7 +303,7 @@ def test_dispersion_test_detects_per_call_rate_jitter() -> None:
     def outcome(g: torch.Generator) -> stats.TestOutcome:
         rate = 0.08 + 0.04 * torch.rand((calls, 1), generator=g)  # drop rate drawn per call
         kept = torch.rand((calls, n), generator=g) >= rate
-        return stats.dispersion_test((~kept).sum(dim=1), n, p)
+        return independence.dispersion_test((~kept).sum(dim=1), n, p)
 
     _assert_power(_pvals(outcome, 3202), "dispersion_test: per-call rate jitter")
 
@@ -315,7 +315,7 @@ def test_position_count_test_detects_cached_mask(reuse: int, seed: int) -> None:
 
     def outcome(g: torch.Generator) -> stats.TestOutcome:
         masks = _keep((K // reuse, N), q, g).repeat_interleave(reuse, dim=0)
-        return stats.position_count_test(masks.sum(dim=0), K, q)
+        return independence.position_count_test(masks.sum(dim=0), K, q)
 
     _assert_power(_pvals(outcome, seed), f"position_count_test: mask reused {reuse}x")
 
@@ -323,7 +323,7 @@ def test_position_count_test_detects_cached_mask(reuse: int, seed: int) -> None:
 def test_consecutive_calls_test_detects_reused_mask() -> None:
     def outcome(g: torch.Generator) -> stats.TestOutcome:
         a = _keep((4096,), 0.9, g)
-        return stats.consecutive_calls_test(a, a.clone())
+        return independence.consecutive_calls_test(a, a.clone())
 
     _assert_power(_pvals(outcome, 3401), "consecutive_calls_test: same mask twice")
 
@@ -335,7 +335,7 @@ def test_consecutive_calls_test_detects_partial_reuse_at_planned_n() -> None:
     def outcome(g: torch.Generator) -> stats.TestOutcome:
         a = _keep((n,), 0.9, g)
         b = torch.where(torch.rand(n, generator=g) < rho, a, _keep((n,), 0.9, g))
-        return stats.consecutive_calls_test(a, b)
+        return independence.consecutive_calls_test(a, b)
 
     _assert_power(_pvals(outcome, 3402), "consecutive_calls_test: 5% reuse", MIN_GRADED_REJECTIONS)
 
@@ -350,7 +350,7 @@ def test_cross_correlation_test_detects_shifted_reuse(shift: int, seed: int) -> 
         fresh = _keep((N,), 0.9, g)
         edge = slice(0, shift) if shift > 0 else slice(N + shift, N)
         b[edge] = fresh[edge]  # the positions with no predecessor get fresh decisions
-        out = stats.cross_correlation_test(a, b, 0.9)
+        out = independence.cross_correlation_test(a, b, 0.9)
         assert out.detail["shift"] == shift
         return out
 
@@ -365,7 +365,7 @@ def test_periodogram_test_detects_tiled_mask(period: int, seed: int) -> None:
         tile = _keep((period,), 0.9, g)
         while bool(tile.all()):  # an all-kept tile is a constant mask: nothing periodic to see
             tile = _keep((period,), 0.9, g)
-        return stats.periodogram_test(tile.repeat(N // period + 1)[:N], 0.9)
+        return independence.periodogram_test(tile.repeat(N // period + 1)[:N], 0.9)
 
     _assert_power(_pvals(outcome, seed), f"periodogram_test: tile of period {period}")
 
@@ -375,7 +375,7 @@ def test_lag_test_detects_mask_shared_across_rows() -> None:
 
     def outcome(g: torch.Generator) -> stats.TestOutcome:
         mask = _keep((F,), 0.9, g).expand(B, F)
-        out = stats.lag_test(mask, [1, F], 0.9)
+        out = independence.lag_test(mask, [1, F], 0.9)
         assert out.detail["lag"] == F
         return out
 
@@ -384,7 +384,7 @@ def test_lag_test_detects_mask_shared_across_rows() -> None:
 
 def test_markov_test_detects_clumped_drops() -> None:
     def outcome(g: torch.Generator) -> stats.TestOutcome:
-        return stats.markov_test(_keep((1024,), 0.9, g).repeat_interleave(4))  # drops in runs of 4
+        return independence.markov_test(_keep((1024,), 0.9, g).repeat_interleave(4))  # drops in runs of 4
 
     _assert_power(_pvals(outcome, 3801), "markov_test: block dropout (runs of 4)")
 
@@ -398,7 +398,7 @@ def test_markov_test_detects_weak_clumping_at_planned_n() -> None:
         refresh = torch.rand(n, generator=g) >= rho
         refresh[0] = True
         source = torch.cummax(torch.where(refresh, torch.arange(n), 0), dim=0).values
-        return stats.markov_test(fresh[source])  # copy the previous decision with prob rho
+        return independence.markov_test(fresh[source])  # copy the previous decision with prob rho
 
     _assert_power(_pvals(outcome, 3802), "markov_test: lag-1 correlation 0.05", MIN_GRADED_REJECTIONS)
 
@@ -411,7 +411,7 @@ def test_row_correlation_test_detects_shared_rows(share: float, q: float, seed: 
         shared = _keep((F,), q, g).expand(B, F)
         own = _keep((B, F), q, g)
         mask = torch.where(torch.rand((B, F), generator=g) < share, shared, own)
-        return stats.row_correlation_test(mask, q)
+        return independence.row_correlation_test(mask, q)
 
     _assert_power(_pvals(outcome, seed), f"row_correlation_test: {share:.0%} shared, q={q}")
 
@@ -427,7 +427,7 @@ def test_input_dependence_test_detects_value_dependent_drops_at_planned_n(kind: 
         x = _signed_log_uniform((n,), g)
         high = x > 0 if kind == "sign" else x.abs() > 1.0
         kept = torch.rand(n, generator=g) >= torch.where(high, 0.12, 0.10)
-        return stats.input_dependence_test(x, kept)
+        return independence.input_dependence_test(x, kept)
 
     _assert_power(_pvals(outcome, seed), f"input_dependence_test: {kind}", MIN_GRADED_REJECTIONS)
 
@@ -581,14 +581,14 @@ def test_statistics_agree_on_cuda() -> None:
     rows = _keep((16, 512), 0.9, g)
     x = _signed_log_uniform((4096,), g)
     cases = {
-        "cross": lambda d: stats.cross_correlation_test(a.to(d), b.to(d), 0.9),
-        "periodogram": lambda d: stats.periodogram_test(a.to(d), 0.9),
-        "lag": lambda d: stats.lag_test(a.to(d), [1, 64], 0.9),
-        "markov": lambda d: stats.markov_test(a.to(d)),
-        "consecutive": lambda d: stats.consecutive_calls_test(a.to(d), b.to(d)),
-        "rows": lambda d: stats.row_correlation_test(rows.to(d), 0.9),
-        "input": lambda d: stats.input_dependence_test(x.to(d), a.to(d)),
-        "position": lambda d: stats.position_count_test(rows.sum(dim=0).to(d), 16, 0.9),
+        "cross": lambda d: independence.cross_correlation_test(a.to(d), b.to(d), 0.9),
+        "periodogram": lambda d: independence.periodogram_test(a.to(d), 0.9),
+        "lag": lambda d: independence.lag_test(a.to(d), [1, 64], 0.9),
+        "markov": lambda d: independence.markov_test(a.to(d)),
+        "consecutive": lambda d: independence.consecutive_calls_test(a.to(d), b.to(d)),
+        "rows": lambda d: independence.row_correlation_test(rows.to(d), 0.9),
+        "input": lambda d: independence.input_dependence_test(x.to(d), a.to(d)),
+        "position": lambda d: independence.position_count_test(rows.sum(dim=0).to(d), 16, 0.9),
     }
     for name, run in cases.items():
         cpu, cuda = run("cpu"), run("cuda")
