@@ -104,10 +104,15 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
     from dropcheck.progress import count_check_verdicts, verdict_progress
-    from dropcheck.runner import expand_devices, run_check
+    from dropcheck.runner import check_only, expand_devices, run_check
     from dropcheck.targets import resolve_within
 
     opts = parse_options(args, CHECK_OPTIONS)
+    if opts["only"]:
+        try:
+            check_only(opts["only"], opts["contract"])
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     resolved = resolve_within(args.target, opts["timeout"])  # TargetError → exit 2 before the header
     con = out.make_console()
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
@@ -148,9 +153,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck import console as out
+    from dropcheck import registry
     from dropcheck.api import decode
+    from dropcheck.models import resolve_model
 
     opts = parse_options(args, DECODE_OPTIONS)
+    foreign = [pid for pid in opts["only"] or [] if registry.get(pid).kind != "decode"]
+    if foreign:
+        decode_ids = [p.id for p in registry.PROPERTIES.values() if p.kind == "decode"]
+        raise UsageError(f"--only: {', '.join(foreign)} not decode properties; they are {', '.join(decode_ids)}")
+    resolve_model(args.target)  # TargetError → exit 2 before the header
     con = out.make_console()
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})

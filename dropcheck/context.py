@@ -26,11 +26,14 @@ class CheckContext:
     spatial_rank: int = 1
     # The dtype of the statistical samples (exact properties draw every dtype themselves).
     sample_dtype: torch.dtype = torch.float32
+    profile: str = "default"
 
     def replay(self, property_id: str, p: float | None = None) -> str:
-        parts = [f"dropcheck check {self.target.spec}", f"--contract {self.contract.name}"]
-        if p is not None:
-            parts.append(f"--p {p:g}")
+        """The command that reproduces this verdict exactly. It names the run's whole p list and
+        profile, not just this p: the alpha shares, the sample sizes and the seeds (derived from
+        repr(p)) all depend on them, and `--only` keeps the full run's ledger."""
+        parts = [f"dropcheck check {self.target.spec}", f"--contract {self.contract.name}",
+                 f"--p {','.join(map(repr, self.ps))}", f"--profile {self.profile}"]
         if self.sample_dtype != torch.float32:
             parts.append(f"--dtype {str(self.sample_dtype).removeprefix('torch.')}")
         parts += [f"--device {self.device}", f"--seed {self.seed}", f"--only {property_id}"]

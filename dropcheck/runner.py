@@ -145,6 +145,16 @@ def probe_spatial_rank(target: DropoutTarget, device: str) -> int:
     return max(clean or noisy or [1])
 
 
+def check_only(property_ids: Sequence[str], contract: str) -> None:
+    """`--only` must name properties of the contract: a gate that silently checks nothing (a
+    misspelled or wrong-contract ID) would pass CI without testing anything."""
+    applicable = {p.id for p in registry.for_contract(contract)}
+    foreign = [pid for pid in property_ids if pid not in applicable]
+    if foreign:
+        raise ValueError(f"--only: {', '.join(foreign)} not part of contract {contract!r}; "
+                         f"its properties are {', '.join(sorted(applicable))}")
+
+
 def run_check(
     target: str | Any,
     contract: str = "inverted",
@@ -190,6 +200,7 @@ def run_check(
     ledger = Ledger.plan(statistical_ids, [p for p in ps if 0.0 < p < 1.0], runnable)
     if only:
         wanted = [registry.get(pid).id for pid in only]
+        check_only(wanted, con.name)
         properties = [p for p in properties if p.id in wanted]
 
     verdicts: list[Verdict] = []
@@ -211,7 +222,8 @@ def run_check(
                 continue
             limits["isolation"][dev] = _mechanism(resolved, dev)
             # The spatial rank is set by the probe, the first check of a channel contract's sequence.
-            ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, 1, getattr(torch, dtype))
+            ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, 1, getattr(torch, dtype),
+                               prof.name)
             planned: list[tuple[str | None, float | None, Callable[[], Any]]] = []
             if con.unit == "channel":
                 planned.append((None, None, functools.partial(_probe_into, ctx)))

@@ -32,11 +32,26 @@ def unit_input_shape(ctx: CheckContext, units: int, rows: int = 1) -> tuple[int,
 
 
 def signed_uniform(shape: tuple[int, ...], device: str, gen: torch.Generator,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """±U(1, 2): never 0, subnormal or near overflow, in any float dtype."""
-    mag = 1.0 + torch.rand(shape, generator=gen)
+                   dtype: torch.dtype = torch.float32, high: float = 2.0) -> torch.Tensor:
+    """±U(1, high): never 0, subnormal or near overflow, in any float dtype."""
+    mag = 1.0 + (high - 1.0) * torch.rand(shape, generator=gen)
     sign = torch.where(torch.rand(shape, generator=gen) < 0.5, -1.0, 1.0)
     return (mag * sign).to(device=device, dtype=dtype)
+
+
+def safe_high_magnitude(values: str, p: float, dtype: torch.dtype) -> float:
+    """The largest input magnitude (above 1) whose outputs can be read without ambiguity.
+
+    - Inverted scaling: x/(1-p) must stay finite (float16 at p=0.99 overflows past 6.5e2).
+    - Alpha: a kept a·x+b must not be mistaken for the dropped a·α'+b, which happens within a few
+      roundings of x = α' ≈ -1.758 (±0.1 in bfloat16), so magnitudes stay below 1.5.
+    """
+    high = 2.0
+    if values == "alpha":
+        high = 1.5
+    if values == "inverted" and p < 1.0:
+        high = min(high, 0.25 * torch.finfo(dtype).max * (1.0 - p))
+    return max(high, 1.0)
 
 
 def checked_train_output(x: torch.Tensor, y: object) -> torch.Tensor:

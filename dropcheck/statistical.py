@@ -18,8 +18,8 @@ from dropcheck import independence, power, stats
 from dropcheck.context import CheckContext, PropertyViolation
 from dropcheck.contracts import Contract
 from dropcheck.ledger import POWER, Ledger, Profile
-from dropcheck.sampling import (MAX_CHUNK_UNITS, checked_train_output, chunked, kept_units, signed_uniform,
-                                unit_input_shape)
+from dropcheck.sampling import (MAX_CHUNK_UNITS, checked_train_output, chunked, kept_units, safe_high_magnitude,
+                                signed_uniform, unit_input_shape)
 from dropcheck.seeding import derive_seed, seeded
 from dropcheck.verdict import StatTest, Status, Verdict
 
@@ -39,7 +39,9 @@ class Sampler:
         return self.ledger.alpha(self.property_id, test, self.p, self.ctx.device)
 
     def input(self, units: int, rows: int = 1) -> torch.Tensor:
-        return signed_uniform(unit_input_shape(self.ctx, units, rows), self.ctx.device, self.gen, self.ctx.sample_dtype)
+        high = safe_high_magnitude(self.ctx.contract.values, self.p, self.ctx.sample_dtype)
+        return signed_uniform(unit_input_shape(self.ctx, units, rows), self.ctx.device, self.gen,
+                              self.ctx.sample_dtype, high)
 
     def kept(self, x: torch.Tensor) -> torch.Tensor:
         return kept_units(self.ctx, self.dut, x, self.p)
@@ -197,14 +199,19 @@ def indep_calls(s: Sampler) -> str:
 def indep_input(s: Sampler, bins: int = 8) -> str:
     units = 4 * s.profile.call_units
     shape = unit_input_shape(s.ctx, units)
-    # Values over six decades and both signs, so a drop decision depending on sign or size shows.
-    mag = 10.0 ** (6.0 * torch.rand(shape, generator=s.gen) - 3.0)
+    # Values over six decades and both signs, so a drop decision depending on sign or size shows;
+    # the top decade is capped where x/(1-p) would overflow the dtype (float16 at p near 1).
+    top = min(3.0, math.log10(0.25 * torch.finfo(s.ctx.sample_dtype).max * s.q))
+    mag = 10.0 ** ((top + 3.0) * torch.rand(shape, generator=s.gen) - 3.0)
     sign = torch.where(torch.rand(shape, generator=s.gen) < 0.5, -1.0, 1.0)
+    if s.ctx.contract.values == "alpha":
+        # Keep clear of α' ≈ -1.758, where a kept a·x+b reads as the dropped a·α'+b.
+        mag = torch.where((mag - 1.758).abs() < 0.3, mag * 0.5, mag)
     x = (mag * sign).to(device=s.ctx.device, dtype=s.ctx.sample_dtype)
     kept = s.kept(x).flatten()
     n = kept.numel()
     s.record("input-bins", independence.input_dependence_test(x.flatten(), kept, bins), n, s.chi2_mde("input-bins", n, bins - 1), "Cohen's w")
-    return f"{n} units, inputs ±10^U(-3,3) in {bins} quantile bins"
+    return f"{n} units, inputs ±10^U(-3,{top:.3g}) in {bins} quantile bins"
 
 
 STATISTICAL_CHECKS: dict[str, Callable[[Sampler], str]] = {
