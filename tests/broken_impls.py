@@ -21,6 +21,14 @@ def _scale(p: float) -> float:
     return 0.0 if p == 1 else 1.0 / (1.0 - p)
 
 
+def _deterministic(x: torch.Tensor, p: float, training: bool) -> torch.Tensor | None:
+    """The one right answer in eval mode, at p = 0 and at p = 1 (None otherwise). The statistical
+    bugs below return it there, so that each fails only the statistical property it is aimed at."""
+    if not training or p == 0:
+        return x
+    return torch.zeros_like(x) if p == 1 else None
+
+
 def _validated(p: float) -> float:
     if math.isnan(p) or not 0 <= p <= 1:
         raise ValueError(f"p={p}")
@@ -185,8 +193,8 @@ _mask_cache: dict = {}
 def cached_mask(x, p, training):
     """Draws a mask once per (shape, p) and reuses it on every call (INDEP-CALLS, SEED-REPLAY)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     key = (tuple(x.shape), p, x.device.type)
     if key not in _mask_cache:
         _mask_cache[key] = _keep(x, p)
@@ -197,8 +205,8 @@ def positional_bias(x, p, training):
     """Drops more in the first half of the positions than in the second; the overall rate is p
     (RATE-HOMOGENEITY)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     flat = torch.rand(x.numel(), device=x.device)
     rate = torch.full_like(flat, p)
     half = x.numel() // 2
@@ -212,8 +220,8 @@ def positional_bias(x, p, training):
 def tiled_mask(x, p, training, period: int = 64):
     """Draws `period` decisions and tiles them over the tensor (INDEP-POSITIONS)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     tile = torch.rand(period, device=x.device) >= p
     keep = tile.repeat(x.numel() // period + 1)[: x.numel()].reshape(x.shape)
     return x * keep.to(x.dtype) * _scale(p)
@@ -222,8 +230,8 @@ def tiled_mask(x, p, training, period: int = 64):
 def value_dependent(x, p, training):
     """Drops negative inputs more often than positive ones; overall rate p (INDEP-INPUT)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     shift = 0.1 * min(p, 1 - p)
     rate = torch.where(x < 0, p + shift, p - shift)
     keep = torch.rand(x.shape, device=x.device) >= rate
@@ -259,8 +267,8 @@ def quantized_8bit(x, p, training):
     """Decides keep on 8-bit random numbers, as fused GPU kernels do: the drop rate becomes
     floor(256·p)/256 (0.09766 at p=0.1) (DROP-RATE)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     r = torch.randint(0, 256, x.shape, device=x.device)
     keep = r >= math.floor(256 * p)
     return x * keep.to(x.dtype) * _scale(p)
@@ -269,8 +277,8 @@ def quantized_8bit(x, p, training):
 def rate_off_by_0004(x, p, training):
     """Drops with probability p + 0.004 (DROP-RATE)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     return x * (torch.rand(x.shape, device=x.device) >= min(1.0, p + 0.004)).to(x.dtype) * _scale(p)
 
 
@@ -280,8 +288,8 @@ _last_mask: dict = {}
 def shifted_reuse(x, p, training):
     """Each call reuses the previous call's mask shifted by one position (INDEP-CALLS)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     key = (tuple(x.shape), p, x.device.type)
     prev = _last_mask.get(key)
     keep = _keep(x, p) if prev is None else prev.flatten().roll(1).reshape(x.shape)
@@ -292,8 +300,8 @@ def shifted_reuse(x, p, training):
 def exact_count(x, p, training):
     """Drops exactly round(p·N) elements every call: right rate, no binomial spread (INDEP-CALLS)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     n = x.numel()
     keep = torch.ones(n, dtype=torch.bool, device=x.device)
     keep[torch.randperm(n, device=x.device)[: round(p * n)]] = False
@@ -303,8 +311,8 @@ def exact_count(x, p, training):
 def jittered_survivors(x, p, training):
     """Survivors scaled by 1/(1-p) times a ±1% jitter (SUPPORT-SCALE)."""
     _validated(p)
-    if not training or p in (0, 1):
-        return x if not training or p == 0 else torch.zeros_like(x)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
     jitter = 1.0 + 0.01 * (2 * torch.rand(x.shape, device=x.device) - 1)
     return x * _keep(x, p).to(x.dtype) * (_scale(p) * jitter).to(x.dtype)
 
