@@ -48,10 +48,16 @@ class CheckContext:
         return (n_units, 2)
 
 
-def rounding_tolerance(expected: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """One rounding of `dtype` at the size of `expected` (float64), with room for the scale being
-    rounded to the dtype first, as torch's CPU kernels do: 2·eps·|expected|."""
-    return 2.0 * torch.finfo(dtype).eps * expected.abs()
+def require_tensor(y: object, x: torch.Tensor, what: str) -> torch.Tensor:
+    """`y` if it is a tensor shaped and placed like `x`; otherwise a PropertyViolation saying what
+    came back (caught here, or every later comparison would raise instead of failing)."""
+    if not isinstance(y, torch.Tensor):
+        raise PropertyViolation(f"{what} returned {type(y).__name__}, expected a torch.Tensor")
+    if y.shape != x.shape:
+        raise PropertyViolation(f"{what} returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+    if y.device != x.device:
+        raise PropertyViolation(f"{what} returned a tensor on {y.device}, expected the input's device {x.device}")
+    return y
 
 
 def first_index(bad: torch.Tensor) -> tuple[int, ...]:

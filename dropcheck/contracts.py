@@ -56,11 +56,10 @@ class Contract:
         """How far a kept value may be from `kept(x, p)`: one rounding of x's dtype (2·eps, room for
         the scale being rounded to the dtype first, as torch's CPU kernels do). Alpha computes
         a·x+b with a few roundings in the dtype, near cancellation: 4·eps·(|a·x|+|b|)."""
-        eps = torch.finfo(x.dtype).eps
         if self.values == "alpha":
             a, b = alpha_affine(p)
-            return 4 * eps * (a * x.double().abs() + abs(b))
-        return 2 * eps * self.kept(x, p).abs()
+            return 4 * torch.finfo(x.dtype).eps * (a * x.double().abs() + abs(b))
+        return rounding_tolerance(self.kept(x, p), x.dtype)
 
     def dropped_tolerance(self, p: float, dtype: torch.dtype) -> float:
         """Dropped values are exactly 0, or for alpha a·α'+b up to a few roundings."""
@@ -95,6 +94,12 @@ class Contract:
         if self.unit == "channel":
             return elem_kept.flatten(2)[..., 0] if elem_kept.dim() > 2 else elem_kept[..., 0]
         return elem_kept.flatten(1)[:, 0]
+
+
+def rounding_tolerance(expected: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One rounding of `dtype` at the size of `expected` (float64), with room for the scale being
+    rounded to the dtype first, as torch's CPU kernels do: 2·eps·|expected|."""
+    return 2.0 * torch.finfo(dtype).eps * expected.abs()
 
 
 def alpha_affine(p: float) -> tuple[float, float]:

@@ -17,7 +17,8 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from dropcheck import strategies as dst
-from dropcheck.context import CheckContext, PropertyViolation, first_index, rounding_tolerance
+from dropcheck.context import CheckContext, PropertyViolation, first_index, require_tensor
+from dropcheck.contracts import rounding_tolerance
 from dropcheck.seeding import derive_seed, rng_fingerprint, seeded
 from dropcheck.verdict import Status, Verdict
 
@@ -25,16 +26,6 @@ Check = Callable[[CheckContext, dst.DropoutCase], None]
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def _require_tensor(y: object, x: torch.Tensor, what: str) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise PropertyViolation(f"{what} returned {type(y).__name__}, expected a torch.Tensor")
-    if y.shape != x.shape:
-        raise PropertyViolation(f"{what} returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
-    if y.device != x.device:  # caught here, or every later comparison would raise instead of failing
-        raise PropertyViolation(f"{what} returned a tensor on {y.device}, expected the input's device {x.device}")
-    return y
-
-
 def _describe_at(t: torch.Tensor, idx: tuple[int, ...]) -> str:
     return f"{t[idx].item():.9g}" if t.dim() else f"{t.item():.9g}"
 
@@ -56,7 +47,7 @@ def classify(ctx: CheckContext, x: torch.Tensor, y: torch.Tensor, p: float) -> t
 # ---- the checks ----------------------------------------------------------------------------------
 def eval_identity(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
-    y = _require_tensor(ctx.target.build(case.p, ctx.device).eval(x), x, "eval call")
+    y = require_tensor(ctx.target.build(case.p, ctx.device).eval(x), x, "eval call")
     if ctx.contract.eval_is_identity:
         if not torch.equal(y, x) or y.dtype != x.dtype:
             bad = y.double() != x.double()
@@ -85,7 +76,7 @@ def eval_identity(ctx: CheckContext, case: dst.DropoutCase) -> None:
 def support_scale(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     with seeded(case.seed):
-        y = _require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+        y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
     kept, dropped = classify(ctx, x, y, case.p)
     bad = ~(kept | dropped)
     if bad.any():
@@ -105,7 +96,7 @@ def _kept_formula(ctx: CheckContext) -> str:
 def mask_unit(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     with seeded(case.seed):
-        y = _require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+        y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
     kept, dropped = classify(ctx, x, y, case.p)
     start = 2 if ctx.contract.unit == "channel" else 1
 
@@ -127,7 +118,7 @@ def mask_unit(ctx: CheckContext, case: dst.DropoutCase) -> None:
 def p_zero(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     with seeded(case.seed):
-        y = _require_tensor(ctx.target.build(0.0, ctx.device).train(x), x, "train call with p=0")
+        y = require_tensor(ctx.target.build(0.0, ctx.device).train(x), x, "train call with p=0")
     if not torch.equal(y, x):
         idx = first_index(y.double() != x.double())
         raise PropertyViolation(
@@ -138,7 +129,7 @@ def p_zero(ctx: CheckContext, case: dst.DropoutCase) -> None:
 def p_one(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     with seeded(case.seed):
-        y = _require_tensor(ctx.target.build(1.0, ctx.device).train(x), x, "train call with p=1")
+        y = require_tensor(ctx.target.build(1.0, ctx.device).train(x), x, "train call with p=1")
     bad = ~torch.isfinite(y) | (y != 0)
     if bad.any():
         idx = first_index(bad)
@@ -177,7 +168,7 @@ def input_untouched(ctx: CheckContext, case: dst.DropoutCase) -> None:
 def grad_mask(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x.detach().clone().requires_grad_(True)
     with seeded(case.seed):
-        y = _require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+        y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
     if not y.requires_grad:
         raise PropertyViolation("the train output does not require grad: no gradient can reach the input")
     y.sum().backward()
@@ -203,8 +194,8 @@ def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     dut = ctx.target.build(case.p, ctx.device)
     with seeded(case.seed):
-        returned = _require_tensor(dut.train(x), x, "train call")
-        first = [returned.clone(), _require_tensor(dut.train(x), x, "train call").clone()]
+        returned = require_tensor(dut.train(x), x, "train call")
+        first = [returned.clone(), require_tensor(dut.train(x), x, "train call").clone()]
     # The first output must not have changed since it was returned (one output buffer, reused and
     # overwritten by every call, would change it).
     changed = (returned != first[0]) & ~(returned.isnan() & first[0].isnan())
@@ -215,7 +206,7 @@ def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
             f"again: element {idx} was {_describe_at(first[0], idx)}, is now {_describe_at(returned, idx)}"
         )
     with seeded(case.seed):
-        again = [_require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
+        again = [require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
     for k, (a, b) in enumerate(zip(first, again)):
         if not torch.equal(a, b):
             idx = first_index(a.double() != b.double())
@@ -242,7 +233,7 @@ def mode_roundtrip(ctx: CheckContext, case: dst.DropoutCase) -> None:
     with seeded(case.seed):
         for sequence in (("train", "eval", "train"), ("eval", "train", "eval")):
             for step, mode in enumerate(sequence):
-                y = _require_tensor(getattr(dut, mode)(x), x, f"{mode} call")
+                y = require_tensor(getattr(dut, mode)(x), x, f"{mode} call")
                 if mode == "eval" and not is_eval_output(y):
                     raise PropertyViolation(f"after {'→'.join(sequence[:step + 1])} the eval call is not eval behaviour (output differs from the eval output)")
                 if mode == "train" and is_eval_output(y):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from dropcheck.context import CheckContext, PropertyViolation
+from dropcheck.context import CheckContext, PropertyViolation, require_tensor
 from dropcheck.targets import DropoutUnderTest
 
 MAX_CHUNK_UNITS = 1 << 20  # ~4 MB of float32 input per call: bounded memory on any profile
@@ -58,11 +58,7 @@ def checked_train_output(x: torch.Tensor, y: object) -> torch.Tensor:
     """`y` if it is a finite tensor shaped and placed like `x`; otherwise a PropertyViolation saying
     what came back. Without this a lying implementation would make the statistics raise, or worse,
     turn into NaN p-values that no test rejects."""
-    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise PropertyViolation(f"train call returned {got}, expected a tensor of shape {tuple(x.shape)}")
-    if y.device != x.device:
-        raise PropertyViolation(f"train call returned a tensor on {y.device}, expected the input's device {x.device}")
+    y = require_tensor(y, x, "train call")
     finite = torch.isfinite(y)
     if not bool(finite.all()):  # the inputs are finite, so NaN/Inf is never a kept or dropped value
         idx = tuple(int(i) for i in (~finite).nonzero()[0])

@@ -261,7 +261,7 @@ def test_thorough_samples_fit_well_within_the_default_memory_limit():
 LIES = [
     (hostile.returns_list, {"EVAL-IDENTITY": "returned list", "SEED-REPLAY": "returned list",
                             "MODE-ROUNDTRIP": "returned list", "DROP-RATE": "returned list", "EXPECTATION": "returned list"}),
-    (hostile.returns_wrong_shape, {"SUPPORT-SCALE": "returned shape", "KEEPS-META": "shape", "DROP-RATE": "returned (1,"}),
+    (hostile.returns_wrong_shape, {"SUPPORT-SCALE": "returned shape", "KEEPS-META": "shape", "DROP-RATE": "returned shape (1,"}),
     (hostile.returns_other_device, {"KEEPS-META": "'meta'", "EVAL-IDENTITY": "on meta", "DROP-RATE": "on meta"}),
     (hostile.returns_nan, {"SUPPORT-SCALE": "nan", "DROP-RATE": "NaN/Inf", "EXPECTATION": "NaN/Inf"}),
     (hostile.returns_inf, {"SUPPORT-SCALE": "inf", "P-ONE": "inf", "DROP-RATE": "NaN/Inf", "EXPECTATION": "NaN/Inf"}),
