@@ -1,6 +1,4 @@
 """`python -m dropcheck` is the `dropcheck` command."""
-import sys
+from dropcheck.cli import run
 
-from dropcheck.cli import main
-
-sys.exit(main())
+run()

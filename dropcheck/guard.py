@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import pickle
 import select
@@ -324,6 +325,10 @@ def _worker(checks: Sequence[Callable[[], Any]], first: int, write_end: int, mem
                 # parent may have initialised it): seeding and RNG fingerprints then skip it.
                 torch.cuda.is_available = lambda: False
                 torch.cuda.device_count = lambda: 0
+        # Everything inherited is long-lived (torch, the target): out of the collector's sight, so
+        # that a full collection (Hypothesis makes one on first use) scans only what the checks
+        # create: 0.1 s less per run. The worker is disposable, so nothing frozen is ever missed.
+        gc.freeze()
         born = _address_space_bytes()
         last = ("end",)
         for index in range(first, len(checks)):

@@ -7,6 +7,7 @@ Large samples are drawn in chunks so memory stays bounded whatever the profile.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -15,6 +16,7 @@ from dropcheck.context import CheckContext, PropertyViolation, require_tensor
 from dropcheck.targets import DropoutUnderTest
 
 MAX_CHUNK_UNITS = 1 << 20  # ~4 MB of float32 input per call: bounded memory on any profile
+FRESH_INPUT_UNITS = 1 << 16  # distinct input values per statistical sample (see signed_uniform)
 
 
 def unit_input_shape(ctx: CheckContext, units: int, rows: int = 1) -> tuple[int, ...]:
@@ -32,11 +34,21 @@ def unit_input_shape(ctx: CheckContext, units: int, rows: int = 1) -> tuple[int,
 
 
 def signed_uniform(shape: tuple[int, ...], device: str, gen: torch.Generator,
-                   dtype: torch.dtype = torch.float32, high: float = 2.0) -> torch.Tensor:
-    """±U(1, high): never 0, subnormal or near overflow, in any float dtype."""
-    mag = 1.0 + (high - 1.0) * torch.rand(shape, generator=gen)
-    sign = torch.where(torch.rand(shape, generator=gen) < 0.5, -1.0, 1.0)
-    return (mag * sign).to(device=device, dtype=dtype)
+                   dtype: torch.dtype = torch.float32, high: float = 2.0, fresh: int | None = None) -> torch.Tensor:
+    """±U(1, high): never 0, subnormal or near overflow, in any float dtype.
+
+    One uniform draw gives both: v ~ U(-1, 1), x = copysign(1 + (high-1)·|v|, v) (copysign keeps
+    the sign of v = ±0.0 too, so no element is ever 0). With `fresh`, only that many values are
+    drawn and then repeated to fill the shape: a correct implementation's mask does not depend on
+    the values, and one that does fails INDEP-INPUT, so the statistical samples need not pay for
+    millions of fresh inputs (drawing them cost a third of dropcheck's own sampling time)."""
+    n = math.prod(shape)
+    m = n if fresh is None else max(1, min(n, fresh))
+    v = torch.empty(m).uniform_(-1.0, 1.0, generator=gen)
+    x = torch.copysign(v.abs().mul_(high - 1.0).add_(1.0), v)
+    if m < n:
+        x = x.repeat(-(-n // m))[:n]
+    return x.view(shape).to(device=device, dtype=dtype)
 
 
 def safe_high_magnitude(values: str, p: float, dtype: torch.dtype) -> float:
@@ -59,12 +71,24 @@ def checked_train_output(x: torch.Tensor, y: object) -> torch.Tensor:
     what came back. Without this a lying implementation would make the statistics raise, or worse,
     turn into NaN p-values that no test rejects."""
     y = require_tensor(y, x, "train call")
-    finite = torch.isfinite(y)
-    if not bool(finite.all()):  # the inputs are finite, so NaN/Inf is never a kept or dropped value
+    if not _all_finite(y):  # the inputs are finite, so NaN/Inf is never a kept or dropped value
+        finite = torch.isfinite(y)
         idx = tuple(int(i) for i in (~finite).nonzero()[0])
         raise PropertyViolation(f"train output has {int((~finite).sum())} NaN/Inf element(s) for a finite input; "
                                 f"first at {idx}: {y[idx].item()}")
     return y
+
+
+def _all_finite(y: torch.Tensor) -> bool:
+    """True when every element of `y` is finite.
+
+    A sum is finite exactly when no element is NaN or ±Inf, unless finite elements overflow it;
+    so the sum (one read, no temporary: 15x cheaper than `isfinite(y).all()`, which cost a third
+    of the implementation's own time) decides, and only a non-finite sum pays for the exact look."""
+    if not y.is_floating_point():
+        return True
+    total = y.sum(dtype=torch.float64 if y.dtype == torch.float64 else torch.float32)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(y).all())
 
 
 def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float) -> torch.Tensor:
@@ -74,7 +98,7 @@ def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: flo
     if c.values == "alpha":
         kept = (y.double() - c.dropped(p)).abs() > c.dropped_tolerance(p, x.dtype)
     else:
-        kept = y != 0
+        kept = y.bool()  # y != 0 (-0.0 included), and 10x faster than the comparison on CPU
     if c.unit == "sample":
         return kept.reshape(1, -1)
     return kept.reshape(kept.shape[0], -1)

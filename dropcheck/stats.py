@@ -151,7 +151,12 @@ def robbins_log_evidence(
             terms = terms + np.log(special.betaincc(a + S, b + N - S, r)) - np.log(special.betaincc(a, b, r))
         elif side < 0:
             terms = terms + np.log(special.betainc(a + S, b + N - S, r)) - np.log(special.betainc(a, b, r))
-    return special.logsumexp(terms, axis=-1) - math.log(len(c))
+    # log-mean-exp over the widths by hand: scipy's logsumexp costs 10x more on 4 numbers, and
+    # this runs after every chunk of the sample.
+    top = np.max(terms, axis=-1, keepdims=True)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(terms - safe), axis=-1)) + safe[..., 0] - math.log(len(c))
 
 
 class RobbinsMixture:

@@ -1,0 +1,152 @@
+"""The shortcuts taken for speed (issue 3's overhead budget) give the answers the slow way gives.
+
+Each fast path here replaced a slower, obviously-correct one; each test compares the two, or
+checks the property the shortcut must keep, on the inputs where they could differ.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import special
+
+from dropcheck import independence, stats
+from dropcheck.context import PropertyViolation
+from dropcheck.sampling import _all_finite, checked_train_output, signed_uniform
+
+EXACT_ONLY = ["--only", "EVAL-IDENTITY,SUPPORT-SCALE", "--profile", "quick"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["plain", "nan", "inf", "-inf", "inf and -inf", "overflowing sum", "empty"])
+def test_all_finite_agrees_with_isfinite_all(dtype: torch.dtype, case: str) -> None:
+    fi = torch.finfo(dtype)
+    y = torch.linspace(-2, 2, 1001, dtype=torch.float64).to(dtype)
+    if case == "nan":
+        y[500] = math.nan
+    elif case == "inf":
+        y[3] = math.inf
+    elif case == "-inf":
+        y[-1] = -math.inf
+    elif case == "inf and -inf":  # their sum is NaN, not inf: still caught
+        y[1], y[2] = math.inf, -math.inf
+    elif case == "overflowing sum":  # every element finite, the sum is not: the exact look decides
+        y = torch.full((64,), fi.max, dtype=dtype)
+    elif case == "empty":
+        y = y[:0]
+    expected = bool(torch.isfinite(y).all())
+    assert _all_finite(y) == expected, f"{case} in {dtype}: expected all-finite = {expected}"
+
+
+def test_all_finite_accepts_integer_outputs() -> None:
+    assert _all_finite(torch.arange(10))
+
+
+def test_a_nan_output_is_still_a_violation_with_its_position() -> None:
+    x = torch.ones(4, 5)
+    y = x.clone()
+    y[2, 3] = math.nan
+    with pytest.raises(PropertyViolation, match=r"1 NaN/Inf element\(s\) for a finite input; first at \(2, 3\)"):
+        checked_train_output(x, y)
+
+
+@pytest.mark.parametrize("high", [2.0, 1.5, 1.0])
+@pytest.mark.parametrize("fresh", [None, 1000])
+def test_signed_uniform_is_never_zero_and_within_its_range(high: float, fresh: int | None) -> None:
+    x = signed_uniform((7, 3001), "cpu", torch.Generator().manual_seed(1), high=high, fresh=fresh)
+    mag = x.abs()
+    assert x.shape == (7, 3001)
+    assert bool((mag >= 1.0).all() and (mag <= high).all()), f"|x| outside [1, {high}]: {mag.min()}..{mag.max()}"
+    negative = float((x < 0).double().mean())
+    assert 0.4 < negative < 0.6, f"share of negative inputs {negative}, expected about 1/2"
+
+
+def test_signed_uniform_maps_a_zero_draw_to_a_nonzero_input() -> None:
+    # The one value the shortcut could get wrong: v = ±0.0 must not give x = 0 ("dropped").
+    v = torch.tensor([0.0, -0.0])
+    x = torch.copysign(v.abs().mul_(1.0).add_(1.0), v)
+    assert x.tolist() == [1.0, -1.0]
+
+
+def test_signed_uniform_with_fresh_repeats_a_block_of_fresh_values() -> None:
+    x = signed_uniform((4, 250), "cpu", torch.Generator().manual_seed(2), fresh=300).flatten()
+    assert torch.equal(x[:300], x[300:600]) and torch.equal(x[:100], x[900:])
+    assert x[:300].unique().numel() == 300, "the fresh block must hold distinct draws"
+
+
+def test_reading_the_mask_with_bool_counts_negative_zero_as_dropped() -> None:
+    y = torch.tensor([0.0, -0.0, 1e-30, -2.0, 3.0])
+    assert torch.equal(y.bool(), y != 0)
+
+
+def test_pooled_consecutive_counts_equal_the_test_on_stacked_masks() -> None:
+    gen = torch.Generator().manual_seed(3)
+    masks = torch.rand(6, 5000, generator=gen) < 0.7
+    stacked = independence.consecutive_calls_test(masks[:-1].flatten(), masks[1:].flatten())
+    kept = masks.sum(dim=1).tolist()
+    both = int((masks[:-1] & masks[1:]).sum())
+    streamed = independence.consecutive_counts_test(both, sum(kept[:-1]), sum(kept[1:]), 5 * 5000)
+    assert streamed.pvalue == stacked.pvalue and streamed.statistic == stacked.statistic
+
+
+def test_binned_dependence_test_rejects_sign_dependent_drops_and_accepts_independent_ones() -> None:
+    gen = torch.Generator().manual_seed(4)
+    n = 1 << 16
+    v = torch.rand(n, generator=gen) * 2 - 1
+    bins = (v.abs() * 4).long().clamp(max=3) * 2 + (v < 0)
+    fair = torch.rand(n, generator=gen) >= 0.5
+    biased = torch.rand(n, generator=gen) >= torch.where(v < 0, 0.53, 0.5)
+    assert independence.binned_dependence_test(bins, fair, 8).pvalue > 1e-8
+    assert independence.binned_dependence_test(bins, biased, 8).pvalue < 1e-8
+
+
+def test_input_dependence_test_still_reports_its_quantile_edges() -> None:
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4096, generator=gen)
+    out = independence.input_dependence_test(x, torch.rand(4096, generator=gen) < 0.5)
+    assert len(out.detail["bin_edges"]) == 7 and len(out.detail["keep_rate_by_bin"]) == 8
+
+
+@pytest.mark.parametrize("side", [0, 1, -1])
+def test_robbins_log_mean_exp_matches_scipy_logsumexp(side: int) -> None:
+    widths = stats.DEFAULT_WIDTHS
+    for drops, n, r in [(0, 0, 0.1), (18, 20, 0.1), (100, 1000, 0.1), (1000, 1000, 0.5), (5, 10**7, 0.3)]:
+        c = np.asarray(widths, dtype=np.float64)
+        a, b = c * r, c * (1 - r)
+        null = special.xlogy(drops, r) + special.xlogy(n - drops, 1 - r)
+        with np.errstate(divide="ignore"):
+            terms = special.betaln(a + drops, b + n - drops) - special.betaln(a, b) - null
+            if side > 0:
+                terms += np.log(special.betaincc(a + drops, b + n - drops, r)) - np.log(special.betaincc(a, b, r))
+            elif side < 0:
+                terms += np.log(special.betainc(a + drops, b + n - drops, r)) - np.log(special.betainc(a, b, r))
+        with np.errstate(divide="ignore"):
+            want = special.logsumexp(terms) - math.log(len(c))
+        got = float(stats.robbins_log_evidence(drops, n, r, widths, side))
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12), f"drops={drops} n={n} r={r} side={side}"
+
+
+def test_float32_periodogram_matches_float64() -> None:
+    gen = torch.Generator().manual_seed(6)
+    mask = torch.rand(1 << 17, generator=gen) < 0.9
+    fast = independence.periodogram_test(mask, 0.9)
+    x = mask.double()
+    I = torch.fft.rfft(x - x.mean()).abs().square() / (x.numel() * x.mean() * (1 - x.mean()))
+    assert fast.statistic == pytest.approx(float(I[1:].max()), rel=1e-4)
+
+
+@pytest.mark.parametrize("target, code", [("torch.nn:Dropout", 0), ("tests.broken_impls:no_scaling", 1)])
+def test_the_fast_exit_keeps_exit_code_output_and_report(tmp_path, target: str, code: int) -> None:
+    """`dropcheck` ends with os._exit (no interpreter teardown): nothing may be lost by it."""
+    report = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "dropcheck", "check", target, *EXACT_ONLY, "--json", str(report)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    # The last line printed, after the summary, must have reached the pipe before the exit.
+    assert proc.stdout.rstrip().splitlines()[-1] == f"wrote {report}", proc.stdout[-500:]
+    assert len(json.loads(report.read_text())["verdicts"]) == 2
