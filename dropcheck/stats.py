@@ -151,12 +151,18 @@ def robbins_log_evidence(
             terms = terms + np.log(special.betaincc(a + S, b + N - S, r)) - np.log(special.betaincc(a, b, r))
         elif side < 0:
             terms = terms + np.log(special.betainc(a + S, b + N - S, r)) - np.log(special.betainc(a, b, r))
-    # log-mean-exp over the widths by hand: scipy's logsumexp costs 10x more on 4 numbers, and
-    # this runs after every chunk of the sample.
+    return log_mean_exp(terms)
+
+
+def log_mean_exp(terms: np.ndarray) -> np.ndarray:
+    """log(mean(exp(terms))) over the last axis, stable for large and -inf terms.
+
+    By hand rather than scipy's logsumexp, which costs 10x more on a few numbers: this runs after
+    every chunk of the drop-rate sample."""
     top = np.max(terms, axis=-1, keepdims=True)
     safe = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
-        return np.log(np.sum(np.exp(terms - safe), axis=-1)) + safe[..., 0] - math.log(len(c))
+        return np.log(np.sum(np.exp(terms - safe), axis=-1)) + safe[..., 0] - math.log(terms.shape[-1])
 
 
 class RobbinsMixture:
