@@ -18,8 +18,16 @@ from dropcheck import independence, power, stats
 from dropcheck.context import CheckContext, PropertyViolation
 from dropcheck.contracts import Contract
 from dropcheck.ledger import POWER, Ledger, Profile
-from dropcheck.sampling import (FRESH_INPUT_UNITS, MAX_CHUNK_UNITS, checked_train_output, chunked, kept_units, safe_high_magnitude,
-                                signed_uniform, unit_input_shape)
+from dropcheck.sampling import (
+    FRESH_INPUT_UNITS,
+    MAX_CHUNK_UNITS,
+    checked_train_output,
+    chunked,
+    kept_units,
+    safe_high_magnitude,
+    signed_uniform,
+    unit_input_shape,
+)
 from dropcheck.seeding import derive_seed, seeded
 from dropcheck.verdict import StatTest, Status, Verdict
 
