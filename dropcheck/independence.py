@@ -219,8 +219,8 @@ def periodogram_test(mask: Any, q: float) -> TestOutcome:
     # float32 is ample here: the FFT's rounding moves I_j by ~1e-5 at the I ≈ 30 that alpha 1e-8
     # needs, and it halves the cost of the largest transform in the battery. (The cross-correlation
     # stays in float64: it rounds its output to integer counts.)
-    x = m.to(torch.float32) if m.device.type != "mps" else m.cpu().to(torch.float32)
-    mean = float(x.mean(dtype=torch.float64).item())
+    x = m.to(torch.float32)
+    mean = int(torch.count_nonzero(m)) / N if N else 0.0  # exact, on any device
     var = mean * (1.0 - mean)
     if var == 0.0 or N < 3:
         return _degenerate(0.0, 0, "constant mask (or fewer than 3 elements)", q_hat=mean)

@@ -203,7 +203,10 @@ def indep_calls(s: Sampler) -> str:
         kept_per_call.append(torch.count_nonzero(mask))
         if prev is not None:
             both_per_pair.append(torch.count_nonzero(prev & mask))
-        first, second = (mask, None) if k == 0 else (first, mask if k == 1 else second)
+        if k == 0:
+            first = mask
+        elif k == 1:
+            second = mask
         prev = mask
     N = counts.numel()
     kept = torch.stack(kept_per_call).cpu().tolist()
