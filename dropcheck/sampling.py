@@ -44,11 +44,15 @@ def signed_uniform(shape: tuple[int, ...], device: str, gen: torch.Generator,
     millions of fresh inputs (drawing them cost a third of dropcheck's own sampling time)."""
     n = math.prod(shape)
     m = n if fresh is None else max(1, min(n, fresh))
-    v = torch.empty(m).uniform_(-1.0, 1.0, generator=gen)
-    x = torch.copysign(v.abs().mul_(high - 1.0).add_(1.0), v)
+    x = signed_from_uniform(torch.empty(m).uniform_(-1.0, 1.0, generator=gen), high)
     if m < n:
         x = x.repeat(-(-n // m))[:n]
     return x.view(shape).to(device=device, dtype=dtype)
+
+
+def signed_from_uniform(v: torch.Tensor, high: float) -> torch.Tensor:
+    """copysign(1 + (high-1)·|v|, v) for v ~ U(-1, 1): ±U(1, high), never 0 (v = -0.0 gives -1)."""
+    return torch.copysign(v.abs().mul_(high - 1.0).add_(1.0), v)
 
 
 def safe_high_magnitude(values: str, p: float, dtype: torch.dtype) -> float:

@@ -193,12 +193,11 @@ def indep_calls(s: Sampler) -> str:
     # Streamed, one call at a time: per-position keep counts, per-call keep counts and the
     # kept-at-t-and-t+1 counts stay on the device, and only the first two masks are kept (for the
     # shift test). Memory is one mask, not K of them, and nothing reaches the host per call.
-    counts = first = second = prev = None
+    counts = torch.zeros(x.numel(), dtype=torch.int32, device=x.device)  # one element per unit
+    first = second = prev = None
     kept_per_call, both_per_pair = [], []
     for k in range(K):
         mask = s.kept(x).flatten()
-        if counts is None:
-            counts = torch.zeros(mask.numel(), dtype=torch.int32, device=mask.device)
         counts.add_(mask)
         kept_per_call.append(torch.count_nonzero(mask))
         if prev is not None:

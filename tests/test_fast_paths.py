@@ -17,7 +17,7 @@ from scipy import special
 
 from dropcheck import independence, stats
 from dropcheck.context import PropertyViolation
-from dropcheck.sampling import _all_finite, checked_train_output, signed_uniform
+from dropcheck.sampling import _all_finite, checked_train_output, signed_from_uniform, signed_uniform
 
 EXACT_ONLY = ["--only", "EVAL-IDENTITY,SUPPORT-SCALE", "--profile", "quick"]
 
@@ -68,9 +68,9 @@ def test_signed_uniform_is_never_zero_and_within_its_range(high: float, fresh: i
 
 def test_signed_uniform_maps_a_zero_draw_to_a_nonzero_input() -> None:
     # The one value the shortcut could get wrong: v = ±0.0 must not give x = 0 ("dropped").
-    v = torch.tensor([0.0, -0.0])
-    x = torch.copysign(v.abs().mul_(1.0).add_(1.0), v)
-    assert x.tolist() == [1.0, -1.0]
+    for high in (2.0, 1.5):
+        x = signed_from_uniform(torch.tensor([0.0, -0.0, 1.0, -1.0]), high)
+        assert x.tolist() == [1.0, -1.0, high, -high], f"high={high}: {x.tolist()}"
 
 
 def test_signed_uniform_with_fresh_repeats_a_block_of_fresh_values() -> None:
