@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dropcheck.allocator import keep_freed_memory
+
 DEFAULT_TARGET = "reference_impls.inverted:InvertedDropout"
 
 
@@ -33,9 +35,10 @@ def _child(profile: str, target: str) -> dict[str, Any]:
     from dropcheck.targets import CallMeter, resolve_dropout
     from dropcheck.verdict import Status
 
-    # As in the real command's forked worker (dropcheck.guard): one torch thread, and everything
-    # imported so far frozen out of the garbage collector's sight.
+    # As in the real command's forked worker (dropcheck.guard): one torch thread, freed memory kept
+    # for reuse, and everything imported so far frozen out of the garbage collector's sight.
     torch.set_num_threads(1)
+    keep_freed_memory()
     resolved = resolve_dropout(target)
     gc.freeze()
     resolved.meter = CallMeter()

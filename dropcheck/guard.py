@@ -64,6 +64,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from dropcheck.allocator import keep_freed_memory
+
 DEFAULT_TIMEOUT_S = 60.0  # per property check; a default-profile check takes a few seconds at most
 DEFAULT_MEMORY_LIMIT_MB = 4096  # growth allowed to the worker during one check, beyond its size at the check's start
 _REFIRE_S = 1.0  # the alarm fires again this often until it is not swallowed
@@ -325,6 +327,7 @@ def _worker(checks: Sequence[Callable[[], Any]], first: int, write_end: int, mem
                 # parent may have initialised it): seeding and RNG fingerprints then skip it.
                 torch.cuda.is_available = lambda: False
                 torch.cuda.device_count = lambda: 0
+        keep_freed_memory()  # no page traffic between one sample call and the next (dropcheck.allocator)
         # Everything inherited is long-lived (torch, the target): out of the collector's sight, so
         # that a full collection (Hypothesis makes one on first use) scans only what the checks
         # create: 0.1 s less per run. The worker is disposable, so nothing frozen is ever missed.

@@ -28,6 +28,8 @@ from dropcheck.stats import (
     _tensor,
     _two_sided,
     homogeneity_test,
+    irfft,
+    rfft,
 )
 
 # The row test sums pairwise chi-squares only when every pair's 2x2 table expects at least this
@@ -169,9 +171,9 @@ def cross_correlation_test(mask_a: Any, mask_b: Any, q: float, max_shift: int | 
     Da, Db = N - int(torch.count_nonzero(a)), N - int(torch.count_nonzero(b))
     if Da in (0, N) or Db in (0, N):
         return _degenerate(0.0, N, "a mask is constant", drops=(Da, Db))
-    fa = torch.fft.rfft(_f64(~a))
-    fb = torch.fft.rfft(_f64(~b))
-    X = torch.fft.irfft(torch.conj(fa) * fb, n=N)  # X[s] = sum_i da[i] db[(i+s) mod N]
+    fa = rfft(_f64(~a))
+    fb = rfft(_f64(~b))
+    X = irfft(torch.conj(fa) * fb, n=N)  # X[s] = sum_i da[i] db[(i+s) mod N]
     Xi = (X + 0.5).to(torch.int64)  # counts are >= 0; (not X.round(): erratically slow on CPU)
     roundoff = float((X - Xi).abs().max().item())
     X = Xi
@@ -224,7 +226,7 @@ def periodogram_test(mask: Any, q: float) -> TestOutcome:
     var = mean * (1.0 - mean)
     if var == 0.0 or N < 3:
         return _degenerate(0.0, 0, "constant mask (or fewer than 3 elements)", q_hat=mean)
-    I = torch.fft.rfft(x - mean).abs().square() / (N * var)
+    I = rfft(x - mean).abs().square() / (N * var)
     J_int = (N - 1) // 2
     interior = I[1 : J_int + 1]
     j = int(torch.argmax(interior).item())

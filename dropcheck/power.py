@@ -11,18 +11,22 @@ from __future__ import annotations
 import functools
 import math
 
-from scipy import optimize
+from scipy import optimize, special
 from scipy import stats as sps
 
 
 def _z(tail: float) -> float:
-    """The standard normal quantile with upper-tail probability `tail`."""
-    return float(sps.norm.isf(tail))
+    """The standard normal quantile with upper-tail probability `tail` (norm.isf, minus the 50 us
+    of scipy.stats' argument handling that a root search calling it 60 times adds up)."""
+    return -float(special.ndtri(tail))
 
 
 def _rate_n(p: float, delta: float, alpha: float, power: float) -> float:
+    return _rate_n_z(p, delta, _z(alpha / 2.0), _z(1.0 - power))
+
+
+def _rate_n_z(p: float, delta: float, za: float, zb: float) -> float:
     sd0 = math.sqrt(p * (1.0 - p))
-    za, zb = _z(alpha / 2.0), _z(1.0 - power)
     worst = 0.0
     for p1 in (p - delta, p + delta):
         if 0.0 < p1 < 1.0:
@@ -54,9 +58,10 @@ def rate_mde(n: int, p: float, alpha: float = 1e-6, power: float = 0.999) -> flo
     About (z_{alpha/2} + z_{power}) sqrt(pq / n). inf if even the largest bias is out of reach.
     """
     hi = max(p, 1.0 - p) * (1.0 - 1e-12)
-    if _rate_n(p, hi, alpha, power) > n:
+    za, zb = _z(alpha / 2.0), _z(1.0 - power)
+    if _rate_n_z(p, hi, za, zb) > n:
         return math.inf
-    return float(optimize.brentq(lambda d: _rate_n(p, d, alpha, power) - n, 1e-15, hi, xtol=1e-15, rtol=1e-10))
+    return float(optimize.brentq(lambda d: _rate_n_z(p, d, za, zb) - n, 1e-15, hi, xtol=1e-15, rtol=1e-10))
 
 
 def equivalence_sample_size(p: float, delta: float, alpha: float = 1e-6, power: float = 0.999) -> int:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.fft
 import torch
 from scipy import special
 from scipy import stats as sps
@@ -75,6 +76,23 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
     if t.device.type == "mps":
         t = t.cpu()
     return t.to(torch.float64)
+
+
+def rfft(x: torch.Tensor) -> torch.Tensor:
+    """`torch.fft.rfft(x)` of a 1-d real tensor, on its own device. On the CPU scipy.fft computes it,
+    on a zero-copy view: 2.5-3x faster than torch's own on one thread (2^17 to 2^19 points), and
+    the FFTs were dropcheck's largest cost in the default profile. Elsewhere torch does, so that a
+    CUDA sample never leaves the device."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(scipy.fft.rfft(x.contiguous().numpy()))
+    return torch.fft.rfft(x)
+
+
+def irfft(X: torch.Tensor, n: int) -> torch.Tensor:
+    """`torch.fft.irfft(X, n=n)`, computed like `rfft`."""
+    if X.device.type == "cpu":
+        return torch.from_numpy(scipy.fft.irfft(X.contiguous().numpy(), n=n))
+    return torch.fft.irfft(X, n=n)
 
 
 def _host_f64(x: Any) -> np.ndarray:

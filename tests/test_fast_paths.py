@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import special
+from scipy.stats import norm
 
-from dropcheck import independence, stats
+from dropcheck import allocator, guard, independence, power, stats
 from dropcheck.context import PropertyViolation
 from dropcheck.sampling import _all_finite, checked_train_output, signed_from_uniform, signed_uniform
 
@@ -127,6 +128,34 @@ def test_log_mean_exp_matches_scipy_logsumexp(terms: list[float]) -> None:
 def test_log_mean_exp_works_row_by_row() -> None:
     t = np.array([[0.0, 1.0], [5.0, -math.inf]])
     assert np.allclose(stats.log_mean_exp(t), special.logsumexp(t, axis=-1) - math.log(2))
+
+
+@pytest.mark.parametrize("n", [7, 8, 1 << 12])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cpu_fft_matches_torchs(n: int, dtype: torch.dtype) -> None:
+    """stats.rfft/irfft hand CPU tensors to scipy.fft (3x faster): same transform as torch.fft."""
+    x = torch.rand(n, generator=torch.Generator().manual_seed(n), dtype=dtype)
+    X = stats.rfft(x)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(X, torch.fft.rfft(x), atol=tol * n)
+    assert torch.allclose(stats.irfft(X, n), x, atol=tol)
+    # A non-contiguous input (a strided view) is transformed as its values, not its storage.
+    y = torch.rand(2 * n, dtype=dtype)[::2]
+    assert torch.allclose(stats.rfft(y), torch.fft.rfft(y), atol=tol * n)
+
+
+def test_the_normal_quantile_shortcut_matches_scipy_stats() -> None:
+    for tail in (1e-15, 5e-10, 1e-3, 0.2, 0.5, 0.999):
+        assert power._z(tail) == pytest.approx(float(norm.isf(tail)), rel=1e-12, abs=1e-15)
+
+
+def test_only_the_forked_worker_keeps_freed_memory() -> None:
+    """The allocator setting is applied in dropcheck's own disposable worker, never in the caller."""
+    if guard.choose_mechanism("cpu") != "fork":
+        pytest.skip("no forked worker on this platform (not Linux, or CUDA initialised): nothing to apply")
+    outcome = guard.run_limited(lambda: allocator.applied, timeout=30)
+    assert outcome.status == "ok" and outcome.value is True, outcome
+    assert allocator.applied is False, "keep_freed_memory() leaked into the calling process"
 
 
 def test_float32_periodogram_matches_float64() -> None:
