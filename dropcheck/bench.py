@@ -4,10 +4,11 @@ For each profile, two kinds of process:
 - the user's: `python -m dropcheck check TARGET --profile P`, run as a user runs it (forked
   worker, start-up and exit included), several times: its wall time and its peak memory (the
   process and its worker, from `os.wait4`) are what the user waits and pays;
-- an instrumented one, `python -m dropcheck.bench --child PROFILE TARGET`, which runs the same check
-  in-process with a `CallMeter` timing the implementation's own calls, then replays those calls in a
-  bare loop (same shapes, dtypes and modes) and runs the statistical phase alone, so that the
-  overhead can be split between the exact properties' Hypothesis search and the sampling.
+- instrumented ones, `python -m dropcheck.bench --child PROFILE TARGET PHASE`, which run the same
+  check in-process with a `CallMeter` timing the implementation's own calls: the whole check (then
+  its calls replayed in a bare loop: same shapes, dtypes and modes), and in fresh processes the
+  statistical phase alone and the exact phase alone, so that the overhead can be split between
+  the sampling and the exact properties' Hypothesis search.
 The parent writes everything to reports/performance.md.
 """
 from __future__ import annotations
@@ -28,9 +29,17 @@ from dropcheck.allocator import keep_freed_memory
 DEFAULT_TARGET = "reference_impls.inverted:InvertedDropout"
 
 
-def _child(profile: str, target: str) -> dict[str, Any]:
+PHASES = ("all", "statistical", "exact")  # what one instrumented child runs: each in a fresh process
+
+
+def _child(profile: str, target: str, phase: str = "all") -> dict[str, Any]:
+    """One instrumented run of `phase`: the whole check ("all", then its bare loop), or only the
+    statistical or only the exact properties (same seeds, same verdicts). Each phase gets a fresh
+    process so that none is timed with caches another one warmed (the exact phase run after the
+    others took 20% less)."""
     import torch
 
+    from dropcheck import registry
     from dropcheck.runner import run_check
     from dropcheck.targets import CallMeter, resolve_dropout
     from dropcheck.verdict import Status
@@ -42,10 +51,15 @@ def _child(profile: str, target: str) -> dict[str, Any]:
     resolved = resolve_dropout(target)
     gc.freeze()
     resolved.meter = CallMeter()
+    only = None if phase == "all" else [p.id for p in registry.for_contract("inverted", phase)]
     start = time.perf_counter()
-    result = run_check(resolved, profile=profile)
+    result = run_check(resolved, profile=profile, only=only)
     run_s = time.perf_counter() - start
     meter = resolved.meter
+    figures: dict[str, Any] = {"ok": result.ok, "run_s": run_s, "impl_s": meter.seconds, "calls": meter.calls,
+                               "elements": meter.elements}
+    if phase != "all":
+        return figures
 
     # The bare loop: the same calls with nothing around them.
     replay = resolve_dropout(target)
@@ -59,18 +73,6 @@ def _child(profile: str, target: str) -> dict[str, Any]:
         (dut.train if training else dut.eval)(x)
     bare_s = time.perf_counter() - bare_start
 
-    # Each phase alone (same seeds, same verdicts): the statistical one is where sampling overhead
-    # shows; the exact one is the Hypothesis search, a fixed cost whatever the sample sizes.
-    from dropcheck import registry
-
-    phases = {}
-    for kind in ("statistical", "exact"):
-        phase_target = resolve_dropout(target)
-        phase_target.meter = CallMeter()
-        phase_start = time.perf_counter()
-        run_check(phase_target, profile=profile, only=[p.id for p in registry.for_contract("inverted", kind)])
-        phases[kind] = (time.perf_counter() - phase_start, phase_target.meter.seconds)
-
     mdes = {}
     for v in result.verdicts:
         for t in v.tests:
@@ -78,20 +80,21 @@ def _child(profile: str, target: str) -> dict[str, Any]:
                 key = f"{v.property_id}/{t.name}"
                 mdes[key] = max(mdes.get(key, 0.0), t.mde)  # the weakest p's figure
     return {
-        "ok": result.ok,
+        **figures,
         "failures": [v.label for v in result.verdicts if v.status not in (Status.PASS, Status.SKIP)],
-        "run_s": run_s,
-        "impl_s": meter.seconds,
-        "calls": meter.calls,
-        "elements": meter.elements,
         "bare_s": bare_s,
-        "stat_run_s": phases["statistical"][0],
-        "stat_impl_s": phases["statistical"][1],
-        "exact_run_s": phases["exact"][0],
-        "exact_impl_s": phases["exact"][1],
         "tests": result.ledger["tests"],
         "mdes": mdes,
     }
+
+
+def run_child(profile: str, target: str, phase: str = "all") -> dict[str, Any]:
+    """`_child` in its own process (`python -m dropcheck.bench --child PROFILE TARGET PHASE`)."""
+    proc = subprocess.run([sys.executable, "-m", "dropcheck.bench", "--child", profile, target, phase],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench child for profile {profile}, phase {phase} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 WALL_REPEATS = {"quick": 5, "default": 3}  # thorough: once (a minute each)
@@ -119,11 +122,10 @@ def time_cli(profile: str, target: str, repeats: int) -> list[tuple[float, float
 def measure(profile: str, target: str = DEFAULT_TARGET) -> dict[str, Any]:
     """One profile's figures: the real command's wall time and peak memory, and the instrumented
     run's split of where the time went."""
-    proc = subprocess.run([sys.executable, "-m", "dropcheck.bench", "--child", profile, target],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench child for profile {profile} failed:\n{proc.stderr[-2000:]}")
-    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures = run_child(profile, target)
+    for phase, prefix in (("statistical", "stat"), ("exact", "exact")):
+        part = run_child(profile, target, phase)
+        figures[f"{prefix}_run_s"], figures[f"{prefix}_impl_s"] = part["run_s"], part["impl_s"]
     runs = time_cli(profile, target, WALL_REPEATS.get(profile, 1))
     walls = sorted(w for w, _ in runs)
     figures["walls_s"] = walls
@@ -152,11 +154,12 @@ def render(results: dict[str, dict[str, Any]], target: str) -> str:
         "- **run**: `run_check` itself, in an instrumented process set up like the command's worker (one",
         "  torch thread); **impl**: time inside the implementation's own calls;",
         "  **overhead** = (run − impl) / run: dropcheck's share (target ≤ 25%).",
-        "- **exact phase**: the exact properties alone (`--only` them): the Hypothesis search, a fixed",
-        "  cost whatever the profile's sample sizes (its calls are on inputs of a few to 2048 elements,",
-        "  so almost none of it is impl).",
-        "- **statistical phase**: the statistical properties alone (`--only` them): run s, impl s and",
-        "  overhead, i.e. the sampling, the counting and the scipy tests.",
+        "- **exact phase**: the exact properties alone (`--only` them, in a fresh process): the Hypothesis",
+        "  search, whose cost grows with the profile's examples per property (10 / 25 / 100), not with",
+        "  the sample sizes or the implementation's speed (its calls are on inputs of a few to 2048",
+        "  elements, so almost none of it is impl).",
+        "- **statistical phase**: the statistical properties alone (`--only` them, in a fresh process):",
+        "  run s, impl s and overhead, i.e. the sampling, the counting and the scipy tests.",
         "- **bare loop**: the same calls (shapes, dtypes, modes) replayed with nothing around them.",
         "",
         "| profile | verdict | wall s | run s | impl s | overhead | exact phase s | statistical phase: run s / impl s / overhead | calls | elements | elements/s | bare loop s | peak RSS MiB | tests |",
@@ -188,7 +191,7 @@ def run_bench(profiles: list[str], out: Path, target: str = DEFAULT_TARGET) -> d
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        print(json.dumps(_child(sys.argv[2], sys.argv[3])))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--child" and (len(sys.argv) == 4 or sys.argv[4] in PHASES):
+        print(json.dumps(_child(*sys.argv[2:])))
     else:
-        sys.exit("usage: python -m dropcheck.bench --child PROFILE TARGET (use `dropcheck bench` instead)")
+        sys.exit(f"usage: python -m dropcheck.bench --child PROFILE TARGET [{'|'.join(PHASES)}] (use `dropcheck bench` instead)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import subprocess
 import sys
 
@@ -137,24 +138,57 @@ def test_the_cpu_fft_matches_torchs(n: int, dtype: torch.dtype) -> None:
     x = torch.rand(n, generator=torch.Generator().manual_seed(n), dtype=dtype)
     X = stats.rfft(x)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
-    assert torch.allclose(X, torch.fft.rfft(x), atol=tol * n)
-    assert torch.allclose(stats.irfft(X, n), x, atol=tol)
+    assert X.dtype == torch.fft.rfft(x).dtype and torch.allclose(X, torch.fft.rfft(x), atol=tol * n)
+    assert torch.allclose(stats.irfft(X, n), torch.fft.irfft(X, n=n), atol=tol)
+    # As the cross-correlation calls it: a product with a lazily conjugated factor.
+    product = torch.conj(X) * X.flip(0)
+    assert torch.allclose(stats.irfft(product, n), torch.fft.irfft(product, n=n), atol=tol * n)
+    assert torch.allclose(stats.irfft(torch.conj(X), n), torch.fft.irfft(torch.conj(X), n=n), atol=tol * n)
     # A non-contiguous input (a strided view) is transformed as its values, not its storage.
     y = torch.rand(2 * n, dtype=dtype)[::2]
     assert torch.allclose(stats.rfft(y), torch.fft.rfft(y), atol=tol * n)
 
 
+def test_the_fft_of_a_tensor_off_the_cpu_stays_with_torch() -> None:
+    """Only CPU tensors go through numpy: a CUDA sample must never leave its device. The meta
+    device stands in for CUDA here (numpy cannot take it, torch.fft can)."""
+    x = torch.empty(16, device="meta")
+    assert stats.rfft(x).device.type == "meta"
+    assert stats.irfft(torch.empty(9, dtype=torch.complex64, device="meta"), 16).device.type == "meta"
+
+
 def test_the_normal_quantile_shortcut_matches_scipy_stats() -> None:
-    for tail in (1e-15, 5e-10, 1e-3, 0.2, 0.5, 0.999):
+    for tail in (1e-300, 1e-15, 5e-10, 1e-3, 0.2, 0.5, 0.999, 1 - 1e-12):
         assert power._z(tail) == pytest.approx(float(norm.isf(tail)), rel=1e-12, abs=1e-15)
 
 
+def _mmapped_blocks_for_an_8_mib_malloc() -> int:
+    """In the calling process: how many mmapped blocks one 8 MiB malloc adds (glibc's mallinfo2)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(8 << 20)
+    after = libc.mallinfo2().hblks
+    libc.free(block)
+    return after - before
+
+
 def test_only_the_forked_worker_keeps_freed_memory() -> None:
-    """The allocator setting is applied in dropcheck's own disposable worker, never in the caller."""
-    if guard.choose_mechanism("cpu") != "fork":
-        pytest.skip("no forked worker on this platform (not Linux, or CUDA initialised): nothing to apply")
-    outcome = guard.run_limited(lambda: allocator.applied, timeout=30)
-    assert outcome.status == "ok" and outcome.value is True, outcome
+    """The allocator setting takes effect in dropcheck's own disposable worker (an 8 MiB block comes
+    from the heap, not from a fresh mmap), and never in the caller's process."""
+    if guard.choose_mechanism("cpu") != "fork" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("needs glibc and the forked worker (Linux, CUDA not initialised): nothing is applied elsewhere")
+    outcome = guard.run_limited(lambda: (allocator.applied, _mmapped_blocks_for_an_8_mib_malloc()), timeout=30)
+    assert outcome.status == "ok" and outcome.value == (True, 0), outcome
     assert allocator.applied is False, "keep_freed_memory() leaked into the calling process"
 
 
