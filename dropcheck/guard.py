@@ -57,26 +57,21 @@ import pickle
 import select
 import signal
 import sys
-import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from dropcheck.alarm import TimeLimitExceeded, alarm, alarm_usable
 from dropcheck.allocator import keep_freed_memory
 
 DEFAULT_TIMEOUT_S = 60.0  # per property check; a default-profile check takes a few seconds at most
 DEFAULT_MEMORY_LIMIT_MB = 4096  # growth allowed to the worker during one check, beyond its size at the check's start
-_REFIRE_S = 1.0  # the alarm fires again this often until it is not swallowed
 _POLL_S = 0.05  # how often the parent looks at a child that has not answered yet
 _CHILD_FAILED = 70  # exit code of a child that could not even report (EX_SOFTWARE)
 _REPORT_HEADROOM_MB = 64  # after a check, the worker may grow this much to send its result back
 _MAX_MESSAGE = 1 << 31  # a frame longer than this is garbage (the implementation wrote into the pipe)
-
-
-class TimeLimitExceeded(BaseException):
-    """The alarm ran out. A BaseException, so `except Exception` in checked code lets it through."""
 
 
 @dataclasses.dataclass
@@ -100,7 +95,7 @@ def choose_mechanism(device: str = "cpu") -> str:
     """'fork', 'alarm' or 'none' for a check on `device` (see the module docstring for why)."""
     if device == "cpu" and sys.platform.startswith("linux") and hasattr(os, "fork") and not _cuda_initialized():
         return "fork"
-    if _alarm_usable():
+    if alarm_usable():
         return "alarm"
     return "none"
 
@@ -166,43 +161,7 @@ def run_sequence(
     return outcomes
 
 
-# ---- in the main thread: SIGALRM -----------------------------------------------------------------
-def _alarm_usable() -> bool:
-    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def alarm(timeout: float | None) -> Iterator[None]:
-    """Raise `TimeLimitExceeded` in the main thread once `timeout` seconds have passed.
-
-    Does nothing without a timeout or off the main thread. Restores any previous SIGALRM handler
-    and timer (pytest-timeout's signal method, for one) on exit.
-    """
-    if not timeout or not _alarm_usable():
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise TimeLimitExceeded(timeout)
-
-    start = time.monotonic()
-    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-    previous_timer = signal.setitimer(signal.ITIMER_REAL, timeout, _REFIRE_S)
-    try:
-        yield
-    finally:
-        while True:  # the alarm may land while it is being disarmed; disarm again
-            try:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                break
-            except TimeLimitExceeded:
-                continue
-        signal.signal(signal.SIGALRM, previous_handler)
-        if previous_timer[0] > 0:  # give the outer timer back what is left of it
-            left = previous_timer[0] - (time.monotonic() - start)
-            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), previous_timer[1])
-
-
+# ---- in this process: SIGALRM (dropcheck.alarm) ------------------------------------------------
 def _run_in_process(fn: Callable[[], Any], timeout: float | None, mechanism: str) -> Outcome:
     start = time.monotonic()
     try:

@@ -228,7 +228,7 @@ def _describe(obj: Any) -> str:
 def resolve_within(target: str, timeout: float | None) -> DropoutTarget:
     """Import TARGET and build it once, within the time limit: an import or a constructor that
     hangs or calls sys.exit is a TARGET problem (exit 2), like one that raises."""
-    from dropcheck.guard import TimeLimitExceeded, alarm
+    from dropcheck.alarm import TimeLimitExceeded, alarm
 
     try:
         with alarm(timeout):
