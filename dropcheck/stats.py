@@ -71,6 +71,14 @@ def _flat_mask(mask: Any) -> torch.Tensor:
     return t.reshape(-1)
 
 
+def count_true(mask: torch.Tensor) -> torch.Tensor:
+    """How many elements of a bool tensor are True: a 0-d integer tensor on its device.
+
+    A sum of the bytes (int32 where it cannot overflow): twice as fast as `torch.count_nonzero` on
+    the CPU, and counting kept units is done once or twice per sample call."""
+    return mask.view(torch.uint8).sum(dtype=torch.int32 if mask.numel() < 2**31 else torch.int64)
+
+
 def _f64(t: torch.Tensor) -> torch.Tensor:
     # MPS has no float64: fall back to the CPU there (counts are exact either way).
     if t.device.type == "mps":

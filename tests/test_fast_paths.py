@@ -192,6 +192,43 @@ def test_only_the_forked_worker_keeps_freed_memory() -> None:
     assert allocator.applied is False, "keep_freed_memory() leaked into the calling process"
 
 
+@pytest.mark.parametrize("make", [
+    lambda g: torch.rand(1000, generator=g) < 0.3,
+    lambda g: (torch.rand(40, 50, generator=g) < 0.7).t(),  # a non-contiguous view
+    lambda g: (torch.rand(64, generator=g) < 0.5)[::3],  # a strided one
+    lambda g: torch.ones(17, dtype=torch.bool),
+    lambda g: torch.zeros(0, dtype=torch.bool),
+])
+def test_count_true_counts_what_count_nonzero_counts(make) -> None:
+    mask = make(torch.Generator().manual_seed(3))
+    assert int(stats.count_true(mask)) == int(torch.count_nonzero(mask))
+
+
+def test_the_lag_counts_from_slices_equal_the_circular_shift_counts() -> None:
+    """lag_test counts pairs (i, i+L mod N) from two slices instead of a rolled copy."""
+    mask = torch.rand(997, generator=torch.Generator().manual_seed(4)) < 0.8
+    dropped = ~mask
+    for lag in (1, 2, 5, 64, 498, 996):
+        expected = int(torch.count_nonzero(dropped & torch.roll(dropped, -lag)))
+        got = independence.lag_test(mask, [lag], 0.8).detail["coincident_drops"]
+        assert got == expected, (lag, got, expected)
+
+
+@pytest.mark.parametrize("seed, rate", [(5, 0.8), (6, 0.5), (7, 0.02), (8, 0.98)])
+def test_the_lag_test_p_value_is_the_smallest_over_every_lag(seed: int, rate: float) -> None:
+    """lag_test asks scipy only about the largest and the smallest count; the answer must be the
+    one that asking about every lag gives."""
+    mask = torch.rand(4001, generator=torch.Generator().manual_seed(seed)) < rate
+    lags = [1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1000]
+    dropped, N = ~mask, mask.numel()
+    D = int(torch.count_nonzero(dropped))
+    every = min(stats._hyper_two_sided(int(torch.count_nonzero(dropped & torch.roll(dropped, -L))), N, D, D)
+                for L in lags)
+    got = independence.lag_test(mask, lags, rate)
+    assert got.detail["p_single"] == every
+    assert got.pvalue == min(1.0, len(lags) * every)
+
+
 def test_float32_periodogram_matches_float64() -> None:
     gen = torch.Generator().manual_seed(6)
     mask = torch.rand(1 << 17, generator=gen) < 0.9
