@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
 
@@ -110,3 +111,55 @@ def correlation_sample_size(rho: float, alpha: float = 1e-8, power: float = 0.99
 def chi2_sample_size(w: float, df: int, alpha: float = 1e-8, power: float = 0.999) -> int:
     """Observations needed to detect Cohen's w with a df-degree chi-square: lambda / w^2."""
     return math.ceil(chi2_noncentrality(df, alpha, power) / w**2)
+
+
+# --------------------------------------------------------------------------- the other tests' MDEs
+
+
+def sequential_rate_mde(n: int, p: float, alpha: float = 1e-6, power: float = 0.999) -> float:
+    """The smallest drop-rate bias delta that Robbins' mixture (`stats.RobbinsMixture`) detects by
+    the time it has seen `n` elements, with probability `power`, at level `alpha`.
+
+    For a true rate p ± delta the drop count at n is, with probability `power`, at least as far
+    from n·p as its (1 - power) quantile (normal approximation); the mixture's evidence grows with
+    that distance, so delta is detectable when the evidence at that quantile reaches 1/alpha. Its
+    earlier looks only add power, so this is conservative. Solved on a grid of candidate deltas
+    (relative steps of 1%), worse side of p. inf if no delta up to max(p, 1-p) is detectable.
+    """
+    from dropcheck.stats import robbins_log_evidence  # stats imports nothing from here; keep it so
+
+    z = _z(1.0 - power)
+    worst = 0.0
+    for side in (+1.0, -1.0):
+        room = (1.0 - p) if side > 0 else p  # the rate cannot leave [0, 1]
+        deltas = room * np.geomspace(1e-6, 1.0 - 1e-9, 1500)
+        rate = p + side * deltas
+        drops = n * rate - side * z * np.sqrt(n * rate * (1.0 - rate))
+        ok = robbins_log_evidence(np.clip(drops, 0.0, n), n, p) >= math.log(1.0 / alpha)
+        if not ok.any():
+            return math.inf
+        worst = max(worst, float(deltas[int(np.argmax(ok))]))
+    return worst
+
+
+def periodic_mde(n: int, p: float, alpha: float = 1e-8, power: float = 0.999) -> float:
+    """The smallest amplitude a of a periodic keep-rate modulation, q + a·cos(2π·j·i/n) at any
+    Fourier frequency j, that the max-periodogram test (`independence.periodogram_test`) detects.
+
+    That frequency's ordinate is 2·I_j ~ noncentral chi2(2, lambda), lambda = a²·n / (2pq); the
+    test rejects when it exceeds the level that all J = (n-1)/2 interior frequencies together pass
+    with probability 1 - alpha (Sidak), so a = sqrt(2pq·lambda / n) with lambda from
+    `chi2_noncentrality` at that per-frequency level.
+    """
+    J = max(1, (n - 1) // 2)
+    per_frequency = -math.expm1(math.log1p(-alpha) / J)
+    return math.sqrt(2.0 * p * (1.0 - p) * chi2_noncentrality(2, per_frequency, power) / n)
+
+
+def dispersion_mde(scaled_df: float, alpha: float = 1e-8, power: float = 0.999) -> float:
+    """The smallest over-dispersion of per-call drop counts, Var(D_k) / (n·p·q) (1 for binomial
+    counts), that the dispersion test (`independence.dispersion_test`, referred to a scaled
+    chi2(`scaled_df`)) detects: its statistic scales by that ratio, so the ratio must lift the
+    distribution's (1 - power) quantile above the test's upper critical value (alpha/2, as the
+    test is two-sided). An exact-count sampler (ratio 0) fails at any sample size."""
+    return float(sps.chi2.isf(alpha / 2.0, scaled_df) / sps.chi2.ppf(1.0 - power, scaled_df))

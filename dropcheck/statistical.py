@@ -83,7 +83,8 @@ def drop_rate(s: Sampler) -> str:
                                     {"stopped_after": n, "drops": drops}))
             return f"stopped early after {n} units: {drops} dropped (rate {drops / n:.4g}, p={s.p:g}); anytime-valid evidence e^{log_m:.1f} ≥ 1/alpha"
     log_m = seq.log_evidence()
-    s.tests.append(StatTest("sequential", min(1.0, math.exp(-log_m)), alpha_seq, n, log_m, None, None, {"drops": drops}))
+    s.tests.append(StatTest("sequential", min(1.0, math.exp(-log_m)), alpha_seq, n, log_m,
+                            power.sequential_rate_mde(n, s.p, alpha_seq, POWER), "drop-rate bias", {"drops": drops}))
     s.record("binomial", stats.binom_test(drops, n, s.p), n, power.rate_mde(n, s.p, alpha_fix, POWER), "drop-rate bias")
     return f"rate {drops / n:.5f} over {n} units (p={s.p:g})"
 
@@ -171,7 +172,8 @@ def indep_positions(s: Sampler) -> str:
     mask = kept.flatten()
     n = mask.numel()
     s.record("markov", independence.markov_test(mask), n, s.chi2_mde("markov", n, 1), "Cohen's w")
-    s.record("periodogram", independence.periodogram_test(mask, s.q), n, None, "")
+    s.record("periodogram", independence.periodogram_test(mask, s.q), n,
+             power.periodic_mde(n, s.p, s.alpha("periodogram"), POWER), "amplitude of a periodic keep-rate modulation")
     lags = sorted({lag for lag in (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, kept.shape[-1]) if lag < n // 2})
     s.record("stride-lags", independence.lag_test(mask, lags, s.q), n, power.correlation_mde(n, s.alpha("stride-lags") / len(lags), POWER), "correlation")
     return f"{n} units in one call; lags {lags[0]}..{lags[-1]}"
@@ -216,7 +218,9 @@ def indep_calls(s: Sampler) -> str:
     s.record("cross-correlation", independence.cross_correlation_test(first, second, s.q), N,
              power.correlation_mde(N, s.alpha("cross-correlation") / N, POWER), "correlation at one shift")
     drops = torch.tensor([N - k for k in kept])
-    s.record("dispersion", independence.dispersion_test(drops, N, s.p), K, None, "")
+    dispersion = independence.dispersion_test(drops, N, s.p)
+    s.record("dispersion", dispersion, K, power.dispersion_mde(dispersion.detail["scaled_df"], s.alpha("dispersion"), POWER),
+             "variance ratio of per-call drop counts, binomial = 1")
     s.record("position-counts", independence.position_count_test(counts, K, s.q), N * K,
              s.chi2_mde("position-counts", N, min(K, 20)), "Cohen's w")
     return f"{K} calls × {N} units"
