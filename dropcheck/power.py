@@ -126,7 +126,8 @@ def sequential_rate_mde(n: int, p: float, alpha: float = 1e-6, power: float = 0.
     earlier looks only add power, so this is conservative. Solved on a grid of candidate deltas
     (relative steps of 1%), worse side of p. inf if no delta up to max(p, 1-p) is detectable.
     """
-    from dropcheck.stats import robbins_log_evidence  # stats imports nothing from here; keep it so
+    # Here rather than at the top: dropcheck.stats imports torch, and nothing else in this module needs it.
+    from dropcheck.stats import robbins_log_evidence
 
     z = _z(1.0 - power)
     worst = 0.0
