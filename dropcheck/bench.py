@@ -2,13 +2,16 @@
 
 For each profile, two kinds of process:
 - the user's: `python -m dropcheck check TARGET --profile P`, run as a user runs it (forked
-  worker, start-up and exit included), several times: its wall time and its peak memory (the
-  process and its worker, from `os.wait4`) are what the user waits and pays;
-- instrumented ones, `python -m dropcheck.bench --child PROFILE TARGET PHASE`, which run the same
-  check in-process with a `CallMeter` timing the implementation's own calls: the whole check (then
-  its calls replayed in a bare loop: same shapes, dtypes and modes), and in fresh processes the
-  statistical phase alone and the exact phase alone, so that the overhead can be split between
-  the sampling and the exact properties' Hypothesis search.
+  workers, start-up and exit included), several times: its wall time, its largest process (from
+  `os.wait4`) and the memory of its whole process tree (sampled) are what the user waits and pays;
+- instrumented ones, `python -m dropcheck.bench --child PROFILE TARGET PHASE`, each in a fresh
+  process, with a `CallMeter` timing the implementation's own calls:
+  - "lanes": the check as the command runs it, in forked workers, the two lanes side by side
+    (dropcheck.lanes); the workers add their calls' times into shared memory (`SharedCallMeter`);
+  - "all": the whole check in-process, on one core (then its calls replayed in a bare loop: same
+    shapes, dtypes and modes);
+  - "statistical" and "exact": each phase alone, in-process, to split the one-core overhead between
+    the sampling and the exact properties' Hypothesis search.
 The parent writes everything to reports/performance.md.
 """
 from __future__ import annotations
@@ -25,24 +28,74 @@ from pathlib import Path
 from typing import Any
 
 from dropcheck.allocator import keep_freed_memory
+from dropcheck.targets import CallMeter
 
 DEFAULT_TARGET = "reference_impls.inverted:InvertedDropout"
 
 
-PHASES = ("all", "statistical", "exact")  # what one instrumented child runs: each in a fresh process
+PHASES = ("lanes", "all", "statistical", "exact")  # what one instrumented child runs: each in a fresh process
+
+
+class SharedCallMeter(CallMeter):
+    """A `CallMeter` whose totals survive the fork: each forked worker of a run adds its calls'
+    seconds, count and elements into its own slot of shared memory (claimed by its pid, under a
+    lock), where the parent reads them. (The per-call log stays in each worker: the bare loop
+    replays the in-process run's.) With it the runner forks as the command does, instead of
+    running the checks in-process."""
+
+    crosses_fork = True
+    SLOTS = 32  # workers per run: one per lane, plus one after each hang, crash or allocation failure
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        super().__init__()
+        self._slots = multiprocessing.get_context("fork").Array("d", 4 * self.SLOTS)  # pid, s, calls, elements
+        self._mine: int | None = None  # this process's slot, once claimed
+        self._pid = 0
+
+    def add(self, x: Any, training: bool, seconds: float) -> None:
+        s = self._slots
+        with s.get_lock():
+            if self._pid != os.getpid():  # first call in this process (a fresh worker)
+                self._pid = os.getpid()
+                self._mine = next(i for i in range(self.SLOTS) if s[4 * i] in (0.0, float(self._pid)))
+                s[4 * self._mine] = float(self._pid)
+            i = 4 * self._mine
+            s[i + 1] += seconds
+            s[i + 2] += 1
+            s[i + 3] += x.numel()
+
+    def per_process(self) -> list[tuple[float, int, int]]:
+        """(seconds, calls, elements) of each process that made calls, most seconds first."""
+        s = self._slots
+        with s.get_lock():
+            rows = [(s[4 * i + 1], int(s[4 * i + 2]), int(s[4 * i + 3])) for i in range(self.SLOTS) if s[4 * i]]
+        return sorted(rows, reverse=True)
 
 
 def _child(profile: str, target: str, phase: str = "all") -> dict[str, Any]:
-    """One instrumented run of `phase`: the whole check ("all", then its bare loop), or only the
-    statistical or only the exact properties (same seeds, same verdicts). Each phase gets a fresh
-    process so that none is timed with caches another one warmed (the exact phase run after the
-    others took 20% less)."""
+    """One instrumented run of `phase` (see PHASES and the module docstring; same seeds, same
+    verdicts in each). Each phase gets a fresh process so that none is timed with caches another
+    one warmed (the exact phase run after the others took 20% less)."""
     import torch
 
     from dropcheck import registry
     from dropcheck.runner import run_check
-    from dropcheck.targets import CallMeter, resolve_dropout
+    from dropcheck.targets import resolve_dropout
     from dropcheck.verdict import Status
+
+    if phase == "lanes":  # as the command runs: the workers set themselves up (dropcheck.guard)
+        resolved = resolve_dropout(target)
+        resolved.meter = meter = SharedCallMeter()
+        start = time.perf_counter()
+        result = run_check(resolved, profile=profile)
+        run_s = time.perf_counter() - start
+        workers = meter.per_process()
+        return {"ok": result.ok, "run_s": run_s, "impl_s": sum(w[0] for w in workers),
+                "calls": sum(w[1] for w in workers), "elements": sum(w[2] for w in workers),
+                "longest_impl_s": workers[0][0], "impl_s_by_worker": [w[0] for w in workers],
+                "lanes": result.limits["lanes"].get("cpu", "")}
 
     # As in the real command's forked worker (dropcheck.guard): one torch thread, freed memory kept
     # for reuse, and everything imported so far frozen out of the garbage collector's sight.
@@ -121,8 +174,14 @@ def time_cli(profile: str, target: str, repeats: int) -> list[tuple[float, float
 
 def measure(profile: str, target: str = DEFAULT_TARGET) -> dict[str, Any]:
     """One profile's figures: the real command's wall time and peak memory, and the instrumented
-    run's split of where the time went."""
+    runs' split of where the time went."""
     figures = run_child(profile, target)
+    lanes = run_child(profile, target, "lanes")
+    figures.update(lanes_run_s=lanes["run_s"], lanes_impl_s=lanes["impl_s"], lanes=lanes["lanes"],
+                   lanes_overhead_share=(lanes["run_s"] - lanes["impl_s"]) / lanes["run_s"])
+    if (lanes["calls"], lanes["elements"]) != (figures["calls"], figures["elements"]):
+        raise RuntimeError(f"the forked run made {lanes['calls']} calls on {lanes['elements']} elements, the "
+                           f"in-process one {figures['calls']} on {figures['elements']}: not the same check")
     for phase, prefix in (("statistical", "stat"), ("exact", "exact")):
         part = run_child(profile, target, phase)
         figures[f"{prefix}_run_s"], figures[f"{prefix}_impl_s"] = part["run_s"], part["impl_s"]

@@ -57,6 +57,7 @@ import pickle
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -72,6 +73,18 @@ _POLL_S = 0.05  # how often the parent looks at a child that has not answered ye
 _CHILD_FAILED = 70  # exit code of a child that could not even report (EX_SOFTWARE)
 _REPORT_HEADROOM_MB = 64  # after a check, the worker may grow this much to send its result back
 _MAX_MESSAGE = 1 << 31  # a frame longer than this is garbage (the implementation wrote into the pipe)
+
+# Lanes (dropcheck.lanes) fork workers from several threads. Between one thread's os.pipe() and the
+# close of its write end after the fork, a fork by another thread would hand that write end to a
+# second worker, which would then hold the pipe open after the first worker's death; so pipe, fork
+# and close happen under one lock. The read ends still open in this process are closed in each
+# new worker: they belong to other lanes.
+_FORK_LOCK = threading.Lock()
+_READ_ENDS: set[int] = set()
+
+
+class Stopped(BaseException):
+    """`run_sequence` was told to stop (its `stop` event was set); its worker is killed and reaped."""
 
 
 @dataclasses.dataclass
@@ -127,6 +140,7 @@ def run_sequence(
     mechanism: str | None = None,
     on_outcome: Callable[[int, Outcome], None] | None = None,
     fresh_worker_after: Callable[[Any], bool] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Outcome]:
     """Call each of `checks` in order, each under the limits of `run_limited`; one outcome per check.
 
@@ -137,6 +151,7 @@ def run_sequence(
     check returned, says whether the checks after it need a fresh worker (an out-of-memory verdict,
     say: whatever filled the memory may still hold it). Ctrl-C (or a KeyboardInterrupt raised by a
     check) stops the worker and is re-raised; the outcomes delivered so far are all there is.
+    `stop`, set from another thread (dropcheck.lanes), does the same but raises `Stopped`.
 
     >>> [o.value for o in run_sequence([lambda: 1, lambda: 2], timeout=5)]
     [1, 2]
@@ -154,9 +169,11 @@ def run_sequence(
         position = 0
         while position < len(checks):
             position = _run_worker(checks, position, timeout, memory_limit_mb or None, device == "cpu",
-                                   fresh_worker_after, deliver)
+                                   fresh_worker_after, deliver, stop)
     else:
         for fn in checks:
+            if stop is not None and stop.is_set():
+                raise Stopped
             deliver(_run_in_process(fn, timeout, mechanism))
     return outcomes
 
@@ -191,34 +208,38 @@ def _cuda_initialized() -> bool:
 
 def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float | None,
                 memory_limit_mb: float | None, hide_cuda: bool, fresh_after: Callable[[Any], bool] | None,
-                deliver: Callable[[Outcome], None]) -> int:
+                deliver: Callable[[Outcome], None], stop: threading.Event | None = None) -> int:
     """Fork one worker for checks[first:] and deliver an outcome for each check it runs or ends
     with. Returns where the next worker, if any, starts: after the last check that has an outcome."""
     for stream in (sys.stdout, sys.stderr):  # nothing buffered twice
         with contextlib.suppress(Exception):
             stream.flush()
-    read_end, write_end = os.pipe()
-    channel = _Channel(read_end)
     current, following = None, first  # the check running now (None between checks), the next one
     failure: Outcome | None = None
-    waiting_since = time.monotonic()  # for the next check: from the fork, then from each "start"
-    with warnings.catch_warnings():
-        # Python 3.12+ warns that fork in a process with threads may deadlock: torch's OpenMP pool is
-        # such a thread, and the worker runs torch single-threaded for exactly that reason.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the worker never returns from here
-        os.close(read_end)
-        _worker(checks, first, write_end, memory_limit_mb, hide_cuda, fresh_after)
-    try:
-        channel.pid = pid
+    with _FORK_LOCK:
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that fork in a process with threads may deadlock: torch's OpenMP pool
+            # is such a thread, and the worker runs torch single-threaded for exactly that reason.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the worker never returns from here
+            for fd in (read_end, *_READ_ENDS):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            _forget_lanes()
+            _worker(checks, first, write_end, memory_limit_mb, hide_cuda, fresh_after)
         os.close(write_end)
+        _READ_ENDS.add(read_end)
+    channel = _Channel(read_end, pid)
+    waiting_since = time.monotonic()  # for the next check: from the fork, then from each "start"
+    try:
         with contextlib.suppress(OSError):  # also set in the child: whichever runs first wins the race
             os.setpgid(pid, pid)
         while True:
             deadline = None if timeout is None else waiting_since + timeout
             try:
-                message = channel.receive(deadline)
+                message = channel.receive(deadline, stop)
             except _Unreadable as e:  # the implementation wrote into the pipe, say
                 failure = Outcome("raised", message=f"the check's result came back unreadable: {e}", mechanism="fork")
                 break
@@ -237,8 +258,10 @@ def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float 
                 raise KeyboardInterrupt
             else:  # "end" (all done) or "retire" (the next check wants a fresh worker)
                 return following
-    finally:  # also on Ctrl-C: the worker and anything it started go, and are reaped
-        os.close(read_end)
+    finally:  # also on Ctrl-C or `stop`: the worker and anything it started go, and are reaped
+        with _FORK_LOCK:
+            _READ_ENDS.discard(read_end)
+            os.close(read_end)
         _kill_group(pid)
         exit_status = _reap(pid)
     elapsed = time.monotonic() - waiting_since
@@ -255,6 +278,13 @@ def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float 
     index = following if current is None else current
     deliver(failure)
     return index + 1
+
+
+def _forget_lanes() -> None:
+    """In a new worker: the fork lock as free and no read ends, should a check use dropcheck itself."""
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()
+    _READ_ENDS.clear()
 
 
 def _outcome(result: tuple, elapsed: float, timeout: float | None) -> Outcome:
@@ -369,8 +399,9 @@ class _Channel:
         self.buf = bytearray()
         self.gone = False  # the worker has exited (or closed the pipe) and everything it sent is read
 
-    def receive(self, deadline: float | None) -> tuple | None:
-        """The next message, or None when the deadline has passed or the worker is gone (`gone`).
+    def receive(self, deadline: float | None, stop: threading.Event | None = None) -> tuple | None:
+        """The next message, or None when the deadline has passed or the worker is gone (`gone`);
+        `Stopped` once `stop` is set.
 
         Polls rather than waiting for EOF alone: something the implementation started may hold the
         pipe open after the worker itself has died. A message already sent is read even when the
@@ -387,6 +418,8 @@ class _Channel:
                     return None
                 eof = self._read()
                 continue
+            if stop is not None and stop.is_set():
+                raise Stopped
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 if select.select([self.fd], [], [], 0)[0]:

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from dropcheck import __version__, guard, registry
+from dropcheck import __version__, guard, registry, statistical
 from dropcheck.contracts import get_contract
 from dropcheck.context import CheckContext
 from dropcheck.exact import run_exact
+from dropcheck.lanes import run_lanes, side_by_side
 from dropcheck.ledger import Ledger, get_profile
 from dropcheck.defaults import DEFAULT_PS, DEFAULT_SEED
 from dropcheck.seeding import seeded
@@ -211,7 +212,8 @@ def run_check(
             on_verdict(v)
 
     spatial_rank = None
-    limits: dict[str, Any] = {"timeout_s": timeout or None, "memory_limit_mb": memory_limit_mb or None, "isolation": {}}
+    limits: dict[str, Any] = {"timeout_s": timeout or None, "memory_limit_mb": memory_limit_mb or None,
+                              "isolation": {}, "lanes": {}}
     interrupted = False
     try:
         for dev in devices:
@@ -221,20 +223,16 @@ def run_check(
                         emit(Verdict(prop.id, Status.SKIP, CUDA_MISSING, device=dev, seed=seed))
                 continue
             limits["isolation"][dev] = _mechanism(resolved, dev)
-            # The spatial rank is set by the probe, the first check of a channel contract's sequence.
+            # The spatial rank is set by the probe, run before the other checks for a channel contract.
             ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, 1, getattr(torch, dtype),
                                prof.name)
-            planned: list[tuple[str | None, float | None, Callable[[], Any]]] = []
-            if con.unit == "channel":
-                planned.append((None, None, functools.partial(_probe_into, ctx)))
-            for prop in properties:
-                if prop.kind == "exact" and keep(prop.id, None, dev):
-                    planned.append((prop.id, None, functools.partial(run_exact, ctx, prop.id)))
-            for p in ps:
-                for prop in properties:
-                    if prop.kind == "statistical" and keep(prop.id, p, dev):
-                        planned.append((prop.id, p, functools.partial(run_statistical, ctx, prof, ledger, prop.id, p)))
+            planned: list[Planned] = [(prop.id, None, functools.partial(run_exact, ctx, prop.id))
+                                      for prop in properties if prop.kind == "exact" and keep(prop.id, None, dev)]
+            planned += [(prop.id, p, functools.partial(run_statistical, ctx, prof, ledger, prop.id, p))
+                        for p in ps for prop in properties if prop.kind == "statistical" and keep(prop.id, p, dev)]
             try:
+                if con.unit == "channel" and planned:
+                    _run_limited(ctx, [(None, None, functools.partial(_probe_into, ctx))], limits, emit)
                 _run_limited(ctx, planned, limits, emit)
             finally:  # also when interrupted: the probe's result is known here as soon as it ran
                 spatial_rank = ctx.spatial_rank if con.unit == "channel" else None
@@ -262,8 +260,12 @@ def run_check(
 
 
 def _mechanism(target: DropoutTarget, device: str) -> str:
-    # `dropcheck bench` times the implementation's calls in this process (CallMeter): no fork there.
-    return "alarm" if getattr(target, "meter", None) is not None else guard.choose_mechanism(device)
+    # `dropcheck bench` times the implementation's calls with a CallMeter, which counts only in this
+    # process unless it says it crosses the fork (bench.SharedCallMeter): otherwise no fork.
+    meter = getattr(target, "meter", None)
+    if meter is not None and not getattr(meter, "crosses_fork", False):
+        return "alarm"
+    return guard.choose_mechanism(device)
 
 
 def _probe_into(ctx: CheckContext) -> int:
@@ -273,12 +275,22 @@ def _probe_into(ctx: CheckContext) -> int:
     return ctx.spatial_rank
 
 
-def _run_limited(ctx: CheckContext, planned: list[tuple[str | None, float | None, Callable[[], Any]]],
-                 limits: dict[str, Any], emit: Callable[[Verdict], None]) -> None:
-    """Run one device's checks in order under the run's limits (dropcheck.guard), emitting each
-    verdict as soon as its check ends, and turn a hang, a crash or an allocation failure into that
-    property's verdict, so that it costs nothing else. `planned` holds (property ID, p, check);
-    the ID None marks the channel-rank probe."""
+Planned = tuple[str | None, float | None, Callable[[], Any]]  # (property ID, p, check); ID None: the probe
+
+
+def lane_of(property_id: str | None, p: float | None) -> int:
+    """Which lane (dropcheck.lanes) runs a check: 0, the implementation's many calls (the
+    statistical samples, the long lane); 1, dropcheck's own work (the exact properties' search,
+    the analysis of one-call samples, the channel probe)."""
+    return 0 if p is not None and property_id not in statistical.ONE_CALL else 1
+
+
+def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, Any],
+                 emit: Callable[[Verdict], None]) -> None:
+    """Run one device's checks under the run's limits (dropcheck.guard), in two lanes side by side
+    where that is possible (dropcheck.lanes), emitting each verdict in plan order as soon as it
+    and those before it are in, and turn a hang, a crash or an allocation failure into that
+    property's verdict, so that it costs nothing else."""
 
     def on_outcome(index: int, outcome: guard.Outcome) -> None:
         property_id, p, _ = planned[index]
@@ -289,9 +301,15 @@ def _run_limited(ctx: CheckContext, planned: list[tuple[str | None, float | None
         else:
             emit(_verdict(ctx, property_id, p, outcome, limits))
 
-    guard.run_sequence([check for _, _, check in planned], limits["timeout_s"], device=ctx.device,
-                       memory_limit_mb=limits["memory_limit_mb"], mechanism=_mechanism(ctx.target, ctx.device),
-                       on_outcome=on_outcome, fresh_worker_after=_out_of_memory)
+    if not planned:
+        return
+    mechanism = _mechanism(ctx.target, ctx.device)
+    lanes = [lane_of(property_id, p) for property_id, p, _ in planned]
+    if planned[0][0] is not None:  # the run's checks, not the channel probe alone: say how they ran
+        limits["lanes"][ctx.device] = "side by side" if side_by_side(mechanism, len(set(lanes))) else "one after the other"
+    run_lanes([check for _, _, check in planned], lanes, limits["timeout_s"], device=ctx.device,
+              memory_limit_mb=limits["memory_limit_mb"], mechanism=mechanism, on_outcome=on_outcome,
+              fresh_worker_after=_out_of_memory)
 
 
 def _out_of_memory(verdict: Any) -> bool:

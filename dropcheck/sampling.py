@@ -92,7 +92,7 @@ def _all_finite(y: torch.Tensor) -> bool:
     if not y.is_floating_point():
         return True
     total = y.sum(dtype=torch.float64 if y.dtype == torch.float64 else torch.float32)
-    return bool(torch.isfinite(total)) or bool(torch.isfinite(y).all())
+    return math.isfinite(total.item()) or bool(torch.isfinite(y).all())
 
 
 def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float) -> torch.Tensor:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dropcheck import guard
+from dropcheck import guard, lanes
 from dropcheck.cli import main
 from dropcheck.options import CHECK_OPTIONS
 from dropcheck.runner import run_check
@@ -360,22 +360,27 @@ def test_report_that_cannot_be_written_is_an_error_and_the_verdicts_stay(tmp_pat
 
 @pytest.mark.parametrize("mechanism", [pytest.param("fork", marks=needs_fork), pytest.param("alarm", marks=needs_main_thread)])
 def test_interrupt_inside_the_implementation_keeps_earlier_verdicts(mechanism, monkeypatch):
+    """Exact properties only, so one lane: "earlier" is plan order (tests/test_lanes.py covers an
+    interrupt in one lane while the other runs)."""
     monkeypatch.setattr(guard, "choose_mechanism", lambda device="cpu": mechanism)
-    result = check(hostile.interrupts_in_train, ["EVAL-IDENTITY", "SUPPORT-SCALE", "DROP-RATE"])
+    result = check(hostile.interrupts_in_train, ["EVAL-IDENTITY", "SUPPORT-SCALE", "P-ONE"])
     assert result.interrupted and not result.ok and status_of(result) == {"EVAL-IDENTITY": "pass"}, result.summary()
     assert result.to_dict()["interrupted"] is True
 
 
 def test_ctrl_c_ends_the_run_with_the_verdicts_so_far(tmp_path):
+    """With both lanes (dropcheck.lanes) busy: SUPPORT-SCALE hangs in one worker, DROP-RATE in the other."""
     pidfile, report = tmp_path / "pids", tmp_path / "r.json"
+    hanging = 2 if lanes.usable_cpus() >= 2 else 1  # workers that will be inside the implementation
     env = {**os.environ, hostile.PIDFILE_ENV: str(pidfile), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dropcheck", "check", f"{HOSTILE_FILE}:sleeps_in_train", "--only", "EVAL-IDENTITY,SUPPORT-SCALE",
-         "--profile", "quick", "--timeout", "120", "--json", str(report)],
+        [sys.executable, "-m", "dropcheck", "check", f"{HOSTILE_FILE}:sleeps_in_train", "--only",
+         "EVAL-IDENTITY,SUPPORT-SCALE,DROP-RATE", "--profile", "quick", "--timeout", "120", "--json", str(report)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
-        while not pidfile.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None and time.monotonic() < deadline and (
+                not pidfile.exists() or len(pidfile.read_text().split()) < hanging):
             time.sleep(0.05)
         assert pidfile.exists(), f"the implementation never started: {proc.communicate(timeout=5)}"
         started = time.monotonic()

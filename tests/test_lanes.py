@@ -1,0 +1,163 @@
+"""dropcheck.lanes: two sequences of checks side by side, each in its own worker, delivered in order.
+
+Tiny checks again (see tests/test_guard.py): most sleep or return the worker's pid. The lanes are
+forced side by side (`parallel=True`) where the test is about that, so that they run so on a
+single-CPU machine too (sleeping needs no CPU).
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from dropcheck import guard, lanes, registry, runner, statistical
+from dropcheck.runner import run_check
+from dropcheck.targets import CallMeter, resolve_dropout
+from tests.test_guard import exit_3, forks, hang, needs_fork, pid  # noqa: F401  (forks: a fixture)
+
+TIMEOUT = 5.0
+
+
+def sleeper(seconds: float):
+    def check() -> int:
+        time.sleep(seconds)
+        return os.getpid()
+    return check
+
+
+def interrupt_after(seconds: float):
+    def check() -> None:
+        time.sleep(seconds)
+        raise KeyboardInterrupt
+    return check
+
+
+def run(lane_checks, **kw):
+    """Run the lanes (a list of check lists, lane 0 first) forked and side by side; returns
+    ([[(status, value or message)] per lane], the checks' indices in the order on_outcome saw them,
+    seconds taken). The checks are numbered lane after lane."""
+    checks = [c for lane in lane_checks for c in lane]
+    lane_of = [i for i, lane in enumerate(lane_checks) for _ in lane]
+    seen = []
+    kw = {"timeout": TIMEOUT, "mechanism": "fork", "memory_limit_mb": None, "parallel": True, **kw}
+    start = time.monotonic()
+    outcomes = lanes.run_lanes(checks, lane_of, on_outcome=lambda i, o: seen.append(i), **kw)
+    took = time.monotonic() - start
+    got = [(o.status, o.value if o.status == "ok" else o.message) for o in outcomes]
+    return [[g for g, of in zip(got, lane_of) if of == i] for i in range(len(lane_checks))], seen, took
+
+
+@needs_fork
+def test_lanes_run_at_the_same_time_in_their_own_workers():
+    got, _, took = run([[sleeper(0.8)], [sleeper(0.8)]])
+    (s0, pid0), (s1, pid1) = got[0][0], got[1][0]
+    assert s0 == s1 == "ok" and pid0 != pid1 and os.getpid() not in (pid0, pid1), got
+    assert took < 1.4, f"two 0.8 s checks side by side should take about 0.8 s, took {took:.2f} s"
+
+
+@needs_fork
+def test_outcomes_come_in_the_checks_order_whichever_lane_is_faster():
+    seen = []
+    outcomes = lanes.run_lanes([sleeper(0.6), pid, pid, pid], [0, 1, 1, 0], TIMEOUT, mechanism="fork",
+                               memory_limit_mb=None, parallel=True, on_outcome=lambda i, o: seen.append(i))
+    assert seen == [0, 1, 2, 3], f"checks 1 and 2 (lane 1) ended first, but wait for check 0: {seen}"
+    assert all(o.status == "ok" for o in outcomes) and outcomes[1].value == outcomes[2].value != outcomes[0].value
+
+
+@needs_fork
+def test_a_hang_in_one_lane_costs_the_other_nothing():
+    got, _, took = run([[hang, pid], [sleeper(0.3), pid]], timeout=1.0)
+    assert [s for s, _ in got[0]] == ["timeout", "ok"] and [s for s, _ in got[1]] == ["ok", "ok"], got
+    assert took < 1.9, f"the lanes' waits overlap: about 1 s in all, took {took:.2f} s"
+
+
+@needs_fork
+def test_a_crash_in_one_lane_loses_nothing_in_either():
+    got, _, _ = run([[pid, exit_3, pid], [pid, sleeper(0.5)]])
+    assert [s for s, _ in got[0]] == ["ok", "crashed", "ok"] and "exit code 3" in got[0][1][1], got
+    assert [s for s, _ in got[1]] == ["ok", "ok"], got
+
+
+@needs_fork
+def test_an_interrupt_in_one_lane_stops_both_and_keeps_what_came_in(forks):  # noqa: F811
+    seen = []
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        lanes.run_lanes([pid, hang, interrupt_after(0.5), pid], [0, 0, 1, 1], 60, mechanism="fork",
+                        memory_limit_mb=None, parallel=True, on_outcome=lambda i, o: seen.append((i, o.status)))
+    took = time.monotonic() - start
+    assert seen == [(0, "ok")], f"lane 0's first check had ended; nothing else had: {seen}"
+    assert took < 5, f"the hang in lane 0 was stopped at once, not waited for: {took:.1f} s"
+    assert len(forks) == 2
+    for child in forks:  # killed and reaped: no zombie is left
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)
+
+
+def _pipes_open() -> int:
+    """How many of this process's descriptors are pipes."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += stat.S_ISFIFO(os.fstat(int(fd)).st_mode)
+        except OSError:
+            pass
+    return count
+
+
+@needs_fork
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_a_worker_holds_no_pipe_of_the_other_lane():
+    """Else a worker would keep the other lane's pipe open after that lane's worker died."""
+    alone, _, _ = run([[_pipes_open]])
+    beside, _, _ = run([[sleeper(1.0)], [sleeper(0.3), _pipes_open]])
+    assert beside[1][1] == alone[0][0], f"pipes open in a worker alone: {alone[0][0][1]}; beside another lane: {beside[1][1][1]}"
+
+
+@needs_fork
+def test_one_after_the_other_when_told_or_on_one_cpu(monkeypatch):
+    got, seen, took = run([[sleeper(0.4)], [sleeper(0.4)]], parallel=False)
+    assert seen == [0, 1] and took >= 0.8 and got[0][0][1] == got[1][0][1], f"one worker, in turn: {got} {took}"
+    monkeypatch.setattr(lanes, "usable_cpus", lambda: 1)
+    assert not lanes.side_by_side("fork", 2)
+    assert lanes.side_by_side("alarm", 2) is False and lanes.side_by_side("fork", 1) is False
+
+
+def test_in_process_mechanisms_run_the_lanes_in_turn():
+    got, seen, _ = run([[pid], [pid]], mechanism="alarm" if guard.choose_mechanism("cpu") != "none" else "none",
+                       parallel=None)
+    assert got == [[("ok", os.getpid())], [("ok", os.getpid())]] and seen == [0, 1], got
+
+
+@needs_fork
+def test_a_run_gives_the_same_verdicts_side_by_side_as_one_after_the_other(monkeypatch):
+    def strip(result):
+        return [{k: v for k, v in d.items() if k != "duration_s"} for d in result.to_dict()["verdicts"]]
+
+    target = "reference_impls.inverted:InvertedDropout"
+    monkeypatch.setattr(lanes, "usable_cpus", lambda: 2)
+    beside = run_check(target, profile="quick", ps=[0.3])
+    monkeypatch.setattr(lanes, "usable_cpus", lambda: 1)
+    serial = run_check(target, profile="quick", ps=[0.3])
+    assert beside.limits["lanes"] == {"cpu": "side by side"} and serial.limits["lanes"] == {"cpu": "one after the other"}
+    assert beside.ok and strip(beside) == strip(serial)
+
+
+@pytest.mark.parametrize("property_id", [p.id for p in registry.for_contract("inverted", "statistical")])
+def test_the_one_call_properties_make_one_call_and_the_others_many(property_id):
+    """The runner's lane split rests on this (statistical.ONE_CALL, runner.lane_of)."""
+    target = resolve_dropout("reference_impls.inverted:InvertedDropout")
+    target.meter = CallMeter()
+    result = run_check(target, profile="quick", ps=[0.5], only=[property_id])
+    assert result.ok, result.summary()
+    if property_id in statistical.ONE_CALL:
+        assert target.meter.calls == 1 and runner.lane_of(property_id, 0.5) == 1, target.meter.calls
+    else:
+        assert target.meter.calls > 1 and runner.lane_of(property_id, 0.5) == 0, target.meter.calls
+
+
+def test_bad_lane_numbers_are_refused():
+    with pytest.raises(ValueError, match="2 checks but 1 lane numbers"):
+        lanes.run_lanes([pid, pid], [0])
