@@ -151,48 +151,109 @@ def run_child(profile: str, target: str, phase: str = "all") -> dict[str, Any]:
 
 
 WALL_REPEATS = {"quick": 5, "default": 3}  # thorough: once (a minute each)
+LANES_REPEATS = {"quick": 5, "default": 5}  # the forked run shares two cores with itself: noisier
 
 
-def time_cli(profile: str, target: str, repeats: int) -> list[tuple[float, float | None]]:
-    """(wall seconds, peak RSS MiB or None) of `repeats` runs of the real command."""
+def time_cli(profile: str, target: str, repeats: int,
+             sample_memory: bool = False) -> list[tuple[float, float | None, float | None]]:
+    """(wall seconds, largest process's peak RSS MiB, peak memory of the process tree MiB or None)
+    of `repeats` runs of the real command; a figure this platform cannot give is None. Sampling
+    the tree's memory costs CPU beside the run (the median wall time at `default` read 2.9 s with it, 2.4 s without), so the runs
+    timed are not the one sampled."""
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "dropcheck", "check", target, "--profile", profile],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tree = _TreeMemory(proc.pid) if sample_memory else None
         if hasattr(os, "wait4"):
-            # wait4's usage covers the process and the children it reaped (the check's worker).
+            # wait4's usage covers the process and the children it reaped (the check's workers): its
+            # maxrss is the largest of them, not their sum, which `_TreeMemory` samples.
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             peak = usage.ru_maxrss / 1024
         else:
             proc.wait()
             peak = None
-        runs.append((time.perf_counter() - start, peak))
+        runs.append((time.perf_counter() - start, peak, tree.stop() if tree is not None else None))
     return runs
+
+
+class _TreeMemory:
+    """Samples, every 10 ms, the memory of a process and all its descendants: the sum of their
+    proportional set sizes (Pss: a page shared by n processes counts 1/n in each), so that the
+    lanes' two workers, which share most of their pages with the command, are not counted twice.
+    Linux only (/proc); a sample may miss a peak shorter than 10 ms."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.peak, self._done = pid, 0.0, threading.Event()
+        self.usable = os.path.exists(f"/proc/{pid}/smaps_rollup")
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while self.usable and not self._done.wait(0.01):
+            self.peak = max(self.peak, sum(_pss_kib(p) for p in _descendants(self.pid)) / 1024)
+
+    def stop(self) -> float | None:
+        self._done.set()
+        self._thread.join()
+        return self.peak if self.usable and self.peak > 0 else None
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:  # it has just exited
+            pass
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def measure(profile: str, target: str = DEFAULT_TARGET) -> dict[str, Any]:
     """One profile's figures: the real command's wall time and peak memory, and the instrumented
     runs' split of where the time went."""
-    figures = run_child(profile, target)
-    lanes = run_child(profile, target, "lanes")
-    figures.update(lanes_run_s=lanes["run_s"], lanes_impl_s=lanes["impl_s"], lanes=lanes["lanes"],
-                   lanes_overhead_share=(lanes["run_s"] - lanes["impl_s"]) / lanes["run_s"])
-    if (lanes["calls"], lanes["elements"]) != (figures["calls"], figures["elements"]):
-        raise RuntimeError(f"the forked run made {lanes['calls']} calls on {lanes['elements']} elements, the "
-                           f"in-process one {figures['calls']} on {figures['elements']}: not the same check")
+    figures = run_child(profile, target)  # in-process, one core: the calls' log, the bare loop, the MDEs
+    figures["one_core_overhead_share"] = (figures["run_s"] - figures["impl_s"]) / figures["run_s"]
+    lanes = [run_child(profile, target, "lanes") for _ in range(LANES_REPEATS.get(profile, 1))]
+    for run in lanes:
+        if (run["calls"], run["elements"]) != (figures["calls"], figures["elements"]):
+            raise RuntimeError(f"the forked run made {run['calls']} calls on {run['elements']} elements, the "
+                               f"in-process one {figures['calls']} on {figures['elements']}: not the same check")
+        run["overhead_share"] = (run["run_s"] - run["longest_impl_s"]) / run["run_s"]
+    lanes.sort(key=lambda run: run["overhead_share"])
+    middle = lanes[len(lanes) // 2]  # the median run (of an odd number)
+    figures.update(lanes=middle["lanes"], lanes_run_s=middle["run_s"], lanes_impl_s=middle["longest_impl_s"],
+                   lanes_other_impl_s=middle["impl_s"] - middle["longest_impl_s"],
+                   overhead_share=middle["overhead_share"], overhead_shares=[run["overhead_share"] for run in lanes])
     for phase, prefix in (("statistical", "stat"), ("exact", "exact")):
         part = run_child(profile, target, phase)
         figures[f"{prefix}_run_s"], figures[f"{prefix}_impl_s"] = part["run_s"], part["impl_s"]
     runs = time_cli(profile, target, WALL_REPEATS.get(profile, 1))
-    walls = sorted(w for w, _ in runs)
+    runs += time_cli(profile, target, 1, sample_memory=True)  # not timed: see time_cli
+    walls = sorted(w for w, _, _ in runs[:-1])
     figures["walls_s"] = walls
     figures["wall_s"] = statistics.median(walls)
-    peaks = [m for _, m in runs if m is not None]
+    peaks = [m for _, m, _ in runs if m is not None]
     figures["peak_rss_mib"] = max(peaks) if peaks else None
-    figures["overhead_share"] = (figures["run_s"] - figures["impl_s"]) / figures["run_s"]
-    figures["elements_per_s"] = figures["elements"] / figures["run_s"]
+    trees = [m for _, _, m in runs if m is not None]
+    figures["peak_tree_mib"] = max(trees) if trees else None
+    figures["elements_per_s"] = figures["elements"] / figures["lanes_run_s"]
     figures["stat_overhead_share"] = (figures["stat_run_s"] - figures["stat_impl_s"]) / figures["stat_run_s"]
     return figures
 
@@ -209,30 +270,41 @@ def render(results: dict[str, dict[str, Any]], target: str) -> str:
         "",
         "- **wall**: `python -m dropcheck check TARGET --profile P`, run as a user runs it, start-up and",
         "  exit included: the median, and every run's figure in brackets.",
-        "- **peak RSS**: the largest resident memory of that command and its worker, over those runs.",
-        "- **run**: `run_check` itself, in an instrumented process set up like the command's worker (one",
-        "  torch thread); **impl**: time inside the implementation's own calls;",
-        "  **overhead** = (run − impl) / run: dropcheck's share (target ≤ 25%).",
-        "- **exact phase**: the exact properties alone (`--only` them, in a fresh process): the Hypothesis",
-        "  search, whose cost grows with the profile's examples per property (10 / 25 / 100), not with",
-        "  the sample sizes or the implementation's speed (its calls are on inputs of a few to 2048",
-        "  elements, so almost none of it is impl).",
-        "- **statistical phase**: the statistical properties alone (`--only` them, in a fresh process):",
-        "  run s, impl s and overhead, i.e. the sampling, the counting and the scipy tests.",
+        "- **peak RSS**: the largest resident memory of one process of that command (it or a worker), over",
+        "  those runs; **peak memory**: the largest sum over the command and its workers, each counting",
+        "  its shared pages in proportion (Pss, sampled every 10 ms).",
+        "- **run**: `run_check` itself, as the command runs it: in forked workers, two lanes side by side",
+        "  (dropcheck.lanes: the implementation's many calls in one, the exact search and the one-call",
+        "  analyses in the other), instrumented; the median of several runs by overhead.",
+        "  **impl**: time inside the implementation's own calls in the long lane's worker (the other",
+        "  lane's calls, in **other lane impl**, overlap with it and are not counted as the",
+        "  implementation's); **overhead** = (run − impl) / run: the share of the run dropcheck adds to",
+        "  the implementation's own time (target ≤ 25%); every run's figure in brackets.",
+        "- **one core**: the whole check in one process, one lane, no fork: run s / impl s / overhead,",
+        "  i.e. dropcheck's share of the CPU time rather than of the wait.",
+        "- **exact phase**: the exact properties alone (`--only` them, in-process, in a fresh process): the",
+        "  Hypothesis search, whose cost grows with the profile's examples per property (10 / 25 / 100),",
+        "  not with the sample sizes or the implementation's speed (its calls are on inputs of a few to",
+        "  2048 elements, so almost none of it is impl).",
+        "- **statistical phase**: the statistical properties alone (`--only` them, likewise): run s,",
+        "  impl s and overhead, i.e. the sampling, the counting and the scipy tests.",
         "- **bare loop**: the same calls (shapes, dtypes, modes) replayed with nothing around them.",
         "",
-        "| profile | verdict | wall s | run s | impl s | overhead | exact phase s | statistical phase: run s / impl s / overhead | calls | elements | elements/s | bare loop s | peak RSS MiB | tests |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| profile | verdict | wall s | run s | impl s | other lane impl s | overhead | one core: run s / impl s / overhead | exact phase s | statistical phase: run s / impl s / overhead | calls | elements | elements/s | bare loop s | peak RSS MiB | peak memory MiB | tests |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         verdict = "all pass" if r["ok"] else "FAIL: " + ", ".join(r["failures"])
         walls = ", ".join(f"{w:.2f}" for w in r["walls_s"])
+        shares = ", ".join(f"{s:.0%}" for s in r["overhead_shares"])
         peak = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "n/a"
+        tree = f"{r['peak_tree_mib']:.0f}" if r["peak_tree_mib"] is not None else "n/a"
         lines.append(
-            f"| {name} | {verdict} | {r['wall_s']:.2f} [{walls}] | {r['run_s']:.2f} | {r['impl_s']:.2f} | "
-            f"{r['overhead_share']:.0%} | {r['exact_run_s']:.2f} | "
+            f"| {name} | {verdict} | {r['wall_s']:.2f} [{walls}] | {r['lanes_run_s']:.2f} | {r['lanes_impl_s']:.2f} | "
+            f"{r['lanes_other_impl_s']:.2f} | {r['overhead_share']:.0%} [{shares}] | "
+            f"{r['run_s']:.2f} / {r['impl_s']:.2f} / {r['one_core_overhead_share']:.0%} | {r['exact_run_s']:.2f} | "
             f"{r['stat_run_s']:.2f} / {r['stat_impl_s']:.2f} / {r['stat_overhead_share']:.0%} | "
-            f"{r['calls']} | {r['elements']:.3g} | {r['elements_per_s']:.3g} | {r['bare_s']:.2f} | {peak} | {r['tests']} |"
+            f"{r['calls']} | {r['elements']:.3g} | {r['elements_per_s']:.3g} | {r['bare_s']:.2f} | {peak} | {tree} | {r['tests']} |"
         )
     lines += ["", "## Minimum detectable effects reached (power 0.999, the weakest p of the run)", ""]
     keys = sorted({k for r in results.values() for k in r["mdes"]})

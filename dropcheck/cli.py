@@ -189,9 +189,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     results = run_bench(profiles, out, args.target)
     for name, r in results.items():
-        print(f"{name:<9} wall {r['wall_s']:.2f} s · run {r['run_s']:.2f} s · overhead {r['overhead_share']:.0%} "
-              f"(statistical phase {r['stat_overhead_share']:.0%}; exact phase {r['exact_run_s']:.2f} s) · "
-              f"peak {r['peak_rss_mib'] or float('nan'):.0f} MiB · {'pass' if r['ok'] else 'FAIL'}")
+        print(f"{name:<9} wall {r['wall_s']:.2f} s · run {r['lanes_run_s']:.2f} s · overhead {r['overhead_share']:.0%} "
+              f"(one core {r['one_core_overhead_share']:.0%}; exact phase {r['exact_run_s']:.2f} s) · "
+              f"peak {r['peak_tree_mib'] or float('nan'):.0f} MiB · {'pass' if r['ok'] else 'FAIL'}")
     print(f"wrote {out}")
     return EXIT_OK if all(r["ok"] for r in results.values()) else EXIT_FAIL
 

@@ -6,8 +6,9 @@ its limit with an outcome saying what happened, and the run must go on with ever
 
 How, and why this way (issue "Hostile inputs"):
 
-- On Linux, for the CPU device, a run's checks (`run_sequence`) run one after another in a forked
-  worker process. The checks are zero-argument callables inherited through the fork, never
+- On Linux, for the CPU device, a sequence of checks (`run_sequence`) runs one after another in a
+  forked worker process (a run has two such sequences side by side, each with its own worker:
+  dropcheck.lanes). The checks are zero-argument callables inherited through the fork, never
   pickled; the worker writes framed, pickled messages to a pipe: ("start", i) as check i begins,
   ("done", i, result) as it ends. The parent gives each check its time limit from its "start"; at
   the limit, or when the worker dies (segfault, `os._exit`), it kills the worker's whole process

@@ -17,7 +17,7 @@ import torch
 from scipy import special
 from scipy.stats import norm
 
-from dropcheck import allocator, guard, independence, power, stats
+from dropcheck import allocator, guard, independence, power, statistical, stats
 from dropcheck.context import PropertyViolation
 from dropcheck.sampling import _all_finite, checked_train_output, signed_from_uniform, signed_uniform
 
@@ -248,3 +248,42 @@ def test_the_fast_exit_keeps_exit_code_output_and_report(tmp_path, target: str, 
     # The last line printed, after the summary, must have reached the pipe before the exit.
     assert proc.stdout.rstrip().splitlines()[-1] == f"wrote {report}", proc.stdout[-500:]
     assert len(json.loads(report.read_text())["verdicts"]) == 2
+
+
+def test_uint8_counters_count_what_int32_counters_count() -> None:
+    g = torch.Generator().manual_seed(5)
+    masks = [torch.rand(1000, generator=g) < 0.8 for _ in range(255)]
+    narrow = torch.zeros(1000, dtype=statistical.counter_dtype(255))
+    wide = torch.zeros(1000, dtype=torch.int32)
+    for m in masks:
+        m[0] = True  # one unit kept on every call: the top of uint8's range
+        statistical.add_mask(narrow, m)
+        wide.add_(m)
+    assert narrow.dtype == torch.uint8 and statistical.counter_dtype(256) == torch.int32, "uint8 only while it cannot wrap"
+    assert torch.equal(narrow.to(torch.int32), wide) and int(wide[0]) == 255, "the counts, up to 255 calls"
+
+
+@pytest.mark.parametrize("p", [0.1, 0.9, 0.99])
+def test_a_float32_sum_of_the_outputs_gives_the_float64_statistics(p: float) -> None:
+    """EXPECTATION adds K outputs per position in float32 (statistical.expectation): at the largest
+    K a profile uses (128) and the largest scale, both of its tests see what a float64 sum gives."""
+    g = torch.Generator().manual_seed(6)
+    x = signed_uniform((1 << 16,), "cpu", g)
+    K, q = 128, 1.0 - p
+    total32, total64 = torch.zeros_like(x), torch.zeros_like(x, dtype=torch.float64)
+    for _ in range(K):
+        y = x * (torch.rand(x.shape, generator=g) >= p).to(x.dtype) * torch.tensor(1.0 / q)
+        total32.add_(y)
+        total64.add_(y)
+    var = K * x.double() ** 2 * p / q
+    for total in (total32, total64):
+        assert total.dtype in (torch.float32, torch.float64)
+    d32, d64 = total32.double() - K * x.double(), total64 - K * x.double()
+    sign = x.sign().double()
+    z32 = stats.expectation_test(float((d32 * sign).sum()), float(var.sum())).statistic
+    z64 = stats.expectation_test(float((d64 * sign).sum()), float(var.sum())).statistic
+    kurt = stats.bernoulli_sum_kurtosis(p, K)
+    c32 = stats.expectation_per_position_test(d32, var, kurtosis=kurt).statistic
+    c64 = stats.expectation_per_position_test(d64, var, kurtosis=kurt).statistic
+    assert abs(z32 - z64) < 1e-4, (z32, z64)
+    assert abs(c32 - c64) <= 1e-6 * abs(c64), (c32, c64)
