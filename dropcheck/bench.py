@@ -158,8 +158,8 @@ def time_cli(profile: str, target: str, repeats: int,
              sample_memory: bool = False) -> list[tuple[float, float | None, float | None]]:
     """(wall seconds, largest process's peak RSS MiB, peak memory of the process tree MiB or None)
     of `repeats` runs of the real command; a figure this platform cannot give is None. Sampling
-    the tree's memory costs CPU beside the run (the median wall time at `default` read 2.9 s with it, 2.4 s without), so the runs
-    timed are not the one sampled."""
+    the tree's memory costs CPU beside the run (the median wall time at `default` read 2.9 s with
+    it, 2.4 s without), so the runs timed are not the one sampled."""
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
