@@ -39,9 +39,11 @@ PHASES = ("lanes", "all", "statistical", "exact")  # what one instrumented child
 class SharedCallMeter(CallMeter):
     """A `CallMeter` whose totals survive the fork: each forked worker of a run adds its calls'
     seconds, count and elements into its own slot of shared memory (claimed by its pid, under a
-    lock), where the parent reads them. (The per-call log stays in each worker: the bare loop
-    replays the in-process run's.) With it the runner forks as the command does, instead of
-    running the checks in-process."""
+    lock), where the parent reads them. It keeps no per-call log (the bare loop replays the
+    in-process run's). With it the runner forks as the command does, instead of running the
+    checks in-process. For the well-behaved references the bench times: a worker killed while
+    holding the lock would stop the others, and the figures are per worker, not per lane (after a
+    worker is replaced, a lane's calls are split over two slots)."""
 
     crosses_fork = True
     SLOTS = 32  # workers per run: one per lane, plus one after each hang, crash or allocation failure
@@ -59,7 +61,10 @@ class SharedCallMeter(CallMeter):
         with s.get_lock():
             if self._pid != os.getpid():  # first call in this process (a fresh worker)
                 self._pid = os.getpid()
-                self._mine = next(i for i in range(self.SLOTS) if s[4 * i] in (0.0, float(self._pid)))
+                free = [i for i in range(self.SLOTS) if s[4 * i] in (0.0, float(self._pid))]
+                if not free:
+                    raise RuntimeError(f"SharedCallMeter: more than {self.SLOTS} worker processes in one run")
+                self._mine = free[0]
                 s[4 * self._mine] = float(self._pid)
             i = 4 * self._mine
             s[i + 1] += seconds
@@ -209,11 +214,15 @@ def _descendants(pid: int) -> list[int]:
         p = todo.pop()
         found.append(p)
         try:
-            for task in os.listdir(f"/proc/{p}/task"):
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:  # it has just exited
+            continue
+        for task in tasks:
+            try:
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
-        except OSError:  # it has just exited
-            pass
+            except OSError:  # that thread has just exited
+                pass
     return found
 
 

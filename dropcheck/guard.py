@@ -219,11 +219,16 @@ def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float 
     failure: Outcome | None = None
     with _FORK_LOCK:
         read_end, write_end = os.pipe()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns that fork in a process with threads may deadlock: torch's OpenMP pool
-            # is such a thread, and the worker runs torch single-threaded for exactly that reason.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns that fork in a process with threads may deadlock: torch's OpenMP
+                # pool is such a thread, and the worker runs torch single-threaded for that reason.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except BaseException:  # no worker (out of processes or memory): nothing of this call is left open
+            os.close(read_end)
+            os.close(write_end)
+            raise
         if pid == 0:  # the worker never returns from here
             for fd in (read_end, *_READ_ENDS):
                 with contextlib.suppress(OSError):

@@ -76,6 +76,9 @@ def run_lanes(
     members = {lane: [i for i, of in enumerate(lane_of) if of == lane] for lane in sorted(set(lane_of))}
     if parallel is None:
         parallel = side_by_side(mechanism, len(members))
+    # In-process checks (alarm, none) cannot run side by side: SIGALRM stops only the main thread's
+    # Python code, and the checks seed torch's one global generator.
+    parallel = parallel and mechanism == "fork"
     common = dict(device=device, memory_limit_mb=memory_limit_mb, mechanism=mechanism,
                   fresh_worker_after=fresh_worker_after)
     outcomes: list[guard.Outcome] = []
@@ -125,7 +128,8 @@ def run_lanes(
     except BaseException:
         stop.set()
         for t in threads:
-            t.join(_JOIN_S)
+            if t.ident is not None:  # started (Ctrl-C may come while they are being started)
+                t.join(_JOIN_S)
         while True:  # what came in before the lanes stopped is kept
             try:
                 _, index, item = inbox.get_nowait()
@@ -135,6 +139,9 @@ def run_lanes(
                 in_order.add(index, item)
         in_order.flush_all()
         raise
+    if in_order.next != len(checks):  # a lane ended without an outcome for one of its checks
+        raise RuntimeError(f"dropcheck bug: {len(checks) - in_order.next} checks have no outcome after check "
+                           f"{in_order.next}; those delivered stand")
     return outcomes
 
 

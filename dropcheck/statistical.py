@@ -108,9 +108,10 @@ def expectation(s: Sampler) -> str:
     factor = dtype_rounded_mean_factor(c, s.p, x.dtype)
     rounded = abs(factor - 1.0) > 1e-6  # below that no sample here could tell the two apart
     candidates = {"exact": expected, "dtype-rounded": expected * factor} if rounded else {"exact": expected}
-    # Σ_k y_k per position, in float32 (3.5x faster to add than float64): each add rounds by at
-    # most half an ulp of the sum, so after K ≤ 128 calls a position is off by ~1e-2·|sum|·2^-24·√K,
-    # 1e-6 of its standard deviation; the tests' statistics move by less than that.
+    # Σ_k y_k per position, in float32 (3.5x faster to add than float64; a float64 output is
+    # rounded to float32 as it is added): each add rounds by at most half an ulp of the sum, so
+    # after K ≤ 128 calls a position is off by a few ulps, at p = 0.01 about 4e-5 of its standard
+    # deviation and less at larger p (tests/test_fast_paths.py compares both tests' statistics).
     total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     for _ in range(K):
         y = checked_train_output(x, s.dut.train(x))

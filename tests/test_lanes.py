@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 
 import pytest
@@ -112,8 +113,10 @@ def _pipes_open() -> int:
 def test_a_worker_holds_no_pipe_of_the_other_lane():
     """Else a worker would keep the other lane's pipe open after that lane's worker died."""
     alone, _, _ = run([[_pipes_open]])
-    beside, _, _ = run([[sleeper(1.0)], [sleeper(0.3), _pipes_open]])
-    assert beside[1][1] == alone[0][0], f"pipes open in a worker alone: {alone[0][0][1]}; beside another lane: {beside[1][1][1]}"
+    # Lane 1's crash makes it fork a second worker while lane 0's worker (sleeping) holds its pipe.
+    beside, _, _ = run([[sleeper(1.5)], [sleeper(0.2), exit_3, _pipes_open]])
+    assert beside[1][1][0] == "crashed" and beside[1][2] == alone[0][0], \
+        f"pipes open in a worker alone: {alone[0][0][1]}; forked beside another lane's: {beside[1][2][1]}"
 
 
 @needs_fork
@@ -125,10 +128,16 @@ def test_one_after_the_other_when_told_or_on_one_cpu(monkeypatch):
     assert lanes.side_by_side("alarm", 2) is False and lanes.side_by_side("fork", 1) is False
 
 
-def test_in_process_mechanisms_run_the_lanes_in_turn():
-    got, seen, _ = run([[pid], [pid]], mechanism="alarm" if guard.choose_mechanism("cpu") != "none" else "none",
-                       parallel=None)
-    assert got == [[("ok", os.getpid())], [("ok", os.getpid())]] and seen == [0, 1], got
+@pytest.mark.parametrize("parallel", [None, True])
+def test_in_process_mechanisms_run_the_lanes_in_turn(parallel):
+    """Even when told otherwise: SIGALRM limits only the main thread, and checks seed one global RNG."""
+    def where() -> tuple[int, str]:
+        return os.getpid(), threading.current_thread().name
+
+    got, seen, _ = run([[where], [where]], mechanism="alarm" if guard.choose_mechanism("cpu") != "none" else "none",
+                       parallel=parallel)
+    here = ("ok", (os.getpid(), threading.main_thread().name))
+    assert got == [[here], [here]] and seen == [0, 1], f"in this process's main thread, in turn: {got}"
 
 
 @needs_fork
