@@ -222,7 +222,7 @@ def run_check(
                     if keep(prop.id, None, dev):
                         emit(Verdict(prop.id, Status.SKIP, CUDA_MISSING, device=dev, seed=seed))
                 continue
-            limits["isolation"][dev] = _mechanism(resolved, dev)
+            mechanism = limits["isolation"][dev] = _mechanism(resolved, dev)
             # The spatial rank is set by the probe, run before the other checks for a channel contract.
             ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, 1, getattr(torch, dtype),
                                prof.name)
@@ -230,10 +230,12 @@ def run_check(
                                       for prop in properties if prop.kind == "exact" and keep(prop.id, None, dev)]
             planned += [(prop.id, p, functools.partial(run_statistical, ctx, prof, ledger, prop.id, p))
                         for p in ps for prop in properties if prop.kind == "statistical" and keep(prop.id, p, dev)]
+            parallel = side_by_side(mechanism, len({lane_of(pid, p) for pid, p, _ in planned}))
+            limits["lanes"][dev] = "side by side" if parallel else "one after the other"
             try:
                 if con.unit == "channel" and planned:
                     _run_limited(ctx, [(None, None, functools.partial(_probe_into, ctx))], limits, emit)
-                _run_limited(ctx, planned, limits, emit)
+                _run_limited(ctx, planned, limits, emit, parallel)
             finally:  # also when interrupted: the probe's result is known here as soon as it ran
                 spatial_rank = ctx.spatial_rank if con.unit == "channel" else None
     except KeyboardInterrupt:  # Ctrl-C: stop, and keep every verdict gathered so far
@@ -286,10 +288,10 @@ def lane_of(property_id: str | None, p: float | None) -> int:
 
 
 def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, Any],
-                 emit: Callable[[Verdict], None]) -> None:
-    """Run one device's checks under the run's limits (dropcheck.guard), in two lanes side by side
-    where that is possible (dropcheck.lanes), emitting each verdict in plan order as soon as it
-    and those before it are in, and turn a hang, a crash or an allocation failure into that
+                 emit: Callable[[Verdict], None], parallel: bool = False) -> None:
+    """Run one device's checks under the run's limits (dropcheck.guard), in their lanes side by
+    side when `parallel` (dropcheck.lanes), emitting each verdict in plan order as soon as it and
+    those before it are in, and turn a hang, a crash or an allocation failure into that
     property's verdict, so that it costs nothing else."""
 
     def on_outcome(index: int, outcome: guard.Outcome) -> None:
@@ -301,15 +303,10 @@ def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, An
         else:
             emit(_verdict(ctx, property_id, p, outcome, limits))
 
-    if not planned:
-        return
-    mechanism = _mechanism(ctx.target, ctx.device)
-    lanes = [lane_of(property_id, p) for property_id, p, _ in planned]
-    if planned[0][0] is not None:  # the run's checks, not the channel probe alone: say how they ran
-        limits["lanes"][ctx.device] = "side by side" if side_by_side(mechanism, len(set(lanes))) else "one after the other"
-    run_lanes([check for _, _, check in planned], lanes, limits["timeout_s"], device=ctx.device,
-              memory_limit_mb=limits["memory_limit_mb"], mechanism=mechanism, on_outcome=on_outcome,
-              fresh_worker_after=_out_of_memory)
+    run_lanes([check for _, _, check in planned], [lane_of(property_id, p) for property_id, p, _ in planned],
+              limits["timeout_s"], device=ctx.device, memory_limit_mb=limits["memory_limit_mb"],
+              mechanism=limits["isolation"][ctx.device], on_outcome=on_outcome, fresh_worker_after=_out_of_memory,
+              parallel=parallel)
 
 
 def _out_of_memory(verdict: Any) -> bool:
