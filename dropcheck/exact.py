@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from dropcheck import strategies as dst
 from dropcheck.context import CheckContext, PropertyViolation, first_index, require_tensor
 from dropcheck.contracts import rounding_tolerance
-from dropcheck.seeding import derive_seed, rng_fingerprint, seeded
+from dropcheck.seeding import derive_seed, preserved_rngs, reseed, rng_fingerprint, seeded
 from dropcheck.verdict import Status, Verdict
 
 Check = Callable[[CheckContext, dst.DropoutCase], None]
@@ -75,8 +75,8 @@ def eval_identity(ctx: CheckContext, case: dst.DropoutCase) -> None:
 
 def support_scale(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
-    with seeded(case.seed):
-        y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    reseed(case.seed)
+    y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
     kept, dropped = classify(ctx, x, y, case.p)
     bad = ~(kept | dropped)
     if bad.any():
@@ -95,8 +95,8 @@ def _kept_formula(ctx: CheckContext) -> str:
 
 def mask_unit(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
-    with seeded(case.seed):
-        y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    reseed(case.seed)
+    y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
     kept, dropped = classify(ctx, x, y, case.p)
     start = 2 if ctx.contract.unit == "channel" else 1
 
@@ -117,8 +117,8 @@ def mask_unit(ctx: CheckContext, case: dst.DropoutCase) -> None:
 
 def p_zero(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
-    with seeded(case.seed):
-        y = require_tensor(ctx.target.build(0.0, ctx.device).train(x), x, "train call with p=0")
+    reseed(case.seed)
+    y = require_tensor(ctx.target.build(0.0, ctx.device).train(x), x, "train call with p=0")
     if not torch.equal(y, x):
         idx = first_index(y.double() != x.double())
         raise PropertyViolation(
@@ -128,8 +128,8 @@ def p_zero(ctx: CheckContext, case: dst.DropoutCase) -> None:
 
 def p_one(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
-    with seeded(case.seed):
-        y = require_tensor(ctx.target.build(1.0, ctx.device).train(x), x, "train call with p=1")
+    reseed(case.seed)
+    y = require_tensor(ctx.target.build(1.0, ctx.device).train(x), x, "train call with p=1")
     bad = ~torch.isfinite(y) | (y != 0)
     if bad.any():
         idx = first_index(bad)
@@ -140,8 +140,8 @@ def keeps_meta(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     dut = ctx.target.build(case.p, ctx.device)
     for mode in ("train", "eval"):
-        with seeded(case.seed):
-            y = getattr(dut, mode)(x)
+        reseed(case.seed)
+        y = getattr(dut, mode)(x)
         if not isinstance(y, torch.Tensor):
             raise PropertyViolation(f"{mode} call returned {type(y).__name__}, expected a torch.Tensor")
         got = (tuple(y.shape), y.dtype, y.device.type)
@@ -155,8 +155,8 @@ def input_untouched(ctx: CheckContext, case: dst.DropoutCase) -> None:
     before = x.clone()
     dut = ctx.target.build(case.p, ctx.device)
     for mode in ("train", "eval"):
-        with seeded(case.seed):
-            getattr(dut, mode)(x)
+        reseed(case.seed)
+        getattr(dut, mode)(x)
         if not torch.equal(x, before):
             idx = first_index(x.double() != before.double())
             raise PropertyViolation(
@@ -167,8 +167,8 @@ def input_untouched(ctx: CheckContext, case: dst.DropoutCase) -> None:
 
 def grad_mask(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x.detach().clone().requires_grad_(True)
-    with seeded(case.seed):
-        y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    reseed(case.seed)
+    y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
     if not y.requires_grad:
         raise PropertyViolation("the train output does not require grad: no gradient can reach the input")
     y.sum().backward()
@@ -193,9 +193,9 @@ def grad_mask(ctx: CheckContext, case: dst.DropoutCase) -> None:
 def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     dut = ctx.target.build(case.p, ctx.device)
-    with seeded(case.seed):
-        returned = require_tensor(dut.train(x), x, "train call")
-        first = [returned.clone(), require_tensor(dut.train(x), x, "train call").clone()]
+    reseed(case.seed)
+    returned = require_tensor(dut.train(x), x, "train call")
+    first = [returned.clone(), require_tensor(dut.train(x), x, "train call").clone()]
     # The first output must not have changed since it was returned (one output buffer, reused and
     # overwritten by every call, would change it).
     changed = (returned != first[0]) & ~(returned.isnan() & first[0].isnan())
@@ -205,8 +205,8 @@ def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
             f"the output of a train call changed after it was returned, when the implementation was called "
             f"again: element {idx} was {_describe_at(first[0], idx)}, is now {_describe_at(returned, idx)}"
         )
-    with seeded(case.seed):
-        again = [require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
+    reseed(case.seed)
+    again = [require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
     for k, (a, b) in enumerate(zip(first, again)):
         if not torch.equal(a, b):
             idx = first_index(a.double() != b.double())
@@ -230,25 +230,25 @@ def mode_roundtrip(ctx: CheckContext, case: dst.DropoutCase) -> None:
     def is_eval_output(y: torch.Tensor) -> bool:
         return bool(((y.double() - expected_eval).abs() <= tol).all())
 
-    with seeded(case.seed):
-        for sequence in (("train", "eval", "train"), ("eval", "train", "eval")):
-            for step, mode in enumerate(sequence):
-                y = require_tensor(getattr(dut, mode)(x), x, f"{mode} call")
-                if mode == "eval" and not is_eval_output(y):
-                    raise PropertyViolation(f"after {'→'.join(sequence[:step + 1])} the eval call is not eval behaviour (output differs from the eval output)")
-                if mode == "train" and is_eval_output(y):
-                    raise PropertyViolation(
-                        f"after {'→'.join(sequence[:step + 1])} the train call returned the eval output for all {x.numel()} elements at p={case.p:g}: dropout is not active"
-                    )
+    reseed(case.seed)
+    for sequence in (("train", "eval", "train"), ("eval", "train", "eval")):
+        for step, mode in enumerate(sequence):
+            y = require_tensor(getattr(dut, mode)(x), x, f"{mode} call")
+            if mode == "eval" and not is_eval_output(y):
+                raise PropertyViolation(f"after {'→'.join(sequence[:step + 1])} the eval call is not eval behaviour (output differs from the eval output)")
+            if mode == "train" and is_eval_output(y):
+                raise PropertyViolation(
+                    f"after {'→'.join(sequence[:step + 1])} the train call returned the eval output for all {x.numel()} elements at p={case.p:g}: dropout is not active"
+                )
 
 
 def eval_rng_untouched(ctx: CheckContext, case: dst.DropoutCase) -> None:
     dut = ctx.target.build(case.p, ctx.device)
-    with seeded(case.seed):
-        before = rng_fingerprint()
-        dut.eval(case.x)
-        if rng_fingerprint() != before:
-            raise PropertyViolation("an eval call advanced a global RNG (torch, numpy or random): eval must draw nothing")
+    reseed(case.seed)
+    before = rng_fingerprint()
+    dut.eval(case.x)
+    if rng_fingerprint() != before:
+        raise PropertyViolation("an eval call advanced a global RNG (torch, numpy or random): eval must draw nothing")
 
 
 P_INVALID_VALUES = (-0.1, -1e-9, 1.0 + 1e-9, 1.5, math.nan)
@@ -308,6 +308,8 @@ def _strategy(ctx: CheckContext, property_id: str) -> st.SearchStrategy[dst.Drop
     return dst.dropout_inputs(unit=unit, spatial_rank=rank, ps=ps, device=ctx.device)
 
 
+# Each check seeds the global RNGs for its input with `reseed` (cheap) and leaves them seeded:
+# `run_exact` runs the whole search inside `preserved_rngs`, which restores the caller's states.
 EXACT_CHECKS: dict[str, Check] = {
     "EVAL-IDENTITY": eval_identity,
     "SUPPORT-SCALE": support_scale,
@@ -375,7 +377,8 @@ def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
 
     common = dict(device=ctx.device, seed=ctx.seed, replay=ctx.replay(property_id))
     try:
-        search()
+        with preserved_rngs():  # the checks reseed per example and restore nothing themselves
+            search()
     except PropertyViolation as e:
         case = failing[-1]
         status, summary = Status.FAIL, f"{e} [{case!r}]"

@@ -68,7 +68,7 @@ class Sampler:
 def drop_rate(s: Sampler) -> str:
     alpha_seq, alpha_fix = s.alpha("sequential"), s.alpha("binomial")
     n_plan = power.rate_sample_size(s.p, s.profile.rate_delta, alpha_fix, POWER)
-    seq = stats.RobbinsMixture(s.p)
+    seq = stats.RobbinsMixture(s.p, alpha=alpha_seq)
     x_big = s.input(min(n_plan, MAX_CHUNK_UNITS))
     flat_dim = 0 if s.ctx.contract.unit == "sample" else 1
     drops = n = 0

@@ -33,6 +33,24 @@ def test_failing_result_reads_well_in_an_assert():
         assert result.ok, result.summary()
 
 
+@pytest.mark.parametrize("mechanism", ["fork", "in-process"])
+def test_check_leaves_the_callers_random_states_where_they_were(mechanism, monkeypatch):
+    # In-process (CUDA, non-Linux) the checks seed torch, numpy and random in this very process:
+    # every exact search must put them back (seeding.preserved_rngs), or a user's test that runs
+    # dropcheck would see its random streams jump.
+    from dropcheck import guard
+    from dropcheck.seeding import rng_fingerprint
+
+    if mechanism == "in-process":
+        monkeypatch.setattr(guard, "choose_mechanism", lambda device="cpu": "alarm")
+    before = rng_fingerprint()
+    result = dropcheck.check(torch.nn.Dropout, "inverted", profile="quick",
+                             only="SEED-REPLAY,EVAL-RNG-UNTOUCHED,SUPPORT-SCALE,DROP-RATE", ps=0.3)
+    assert result.ok, result.summary()
+    assert result.limits["isolation"]["cpu"] == ("fork" if mechanism == "fork" else "alarm"), result.limits
+    assert rng_fingerprint() == before, f"dropcheck.check ({mechanism}) moved the caller's torch/numpy/random state"
+
+
 def test_check_to_dict_is_the_json_report():
     data = json.loads(json.dumps(dropcheck.check("torch.nn:Dropout", **QUICK).to_dict(), default=str))
     assert data["schema"] == "dropcheck-report/1" and data["kind"] == "check" and data["ok"] is True

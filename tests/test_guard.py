@@ -100,6 +100,18 @@ def test_checks_run_in_order_in_one_worker(forks):
 
 
 @needs_fork
+def test_a_finished_worker_is_reaped_in_the_background(forks):
+    got = run([pid, pid])
+    assert [s for s, _ in got] == ["ok", "ok"], got
+    reapers = [t for t in threading.enumerate() if t.name == "dropcheck-reaper"]
+    for thread in reapers:
+        thread.join(10)
+    assert not any(t.is_alive() for t in reapers), "a reaper thread still runs after 10 s"
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forks[0], os.WNOHANG)  # reaped: no zombie left behind
+
+
+@needs_fork
 def test_state_carries_from_one_check_to_the_next_within_a_worker():
     """The documented trade-off (module docstring): as in-process, unlike a fork per check."""
     _counter[0] = 0

@@ -509,6 +509,37 @@ def test_robbins_class_matches_vectorised_evidence() -> None:
     assert rm.log_evidence() < math.log(1e8) and not rm.rejects(1e-8)
 
 
+def test_likelihood_ratio_bound_is_above_the_mixture() -> None:
+    # The skip in RobbinsMixture(alpha=...) is safe only if this bound never falls below log M.
+    for r in (0.01, 0.1, 0.5, 0.9, 0.999):
+        for n in (1, 7, 64, 1000, 10**6, 3 * 10**7):
+            for drops in sorted(d for d in {0, 1, n // 3, int(n * r), int(n * r) + 1, n - 1, n} if 0 <= d <= n):
+                exact = float(stats.robbins_log_evidence(drops, n, r))
+                bound = stats.max_log_likelihood_ratio(drops, n, r)
+                assert bound >= exact, f"bound {bound} below log M {exact} at drops={drops}, n={n}, r={r}"
+
+
+@pytest.mark.parametrize("p, true_rate", [(0.1, 0.1), (0.1, 0.104), (0.1, 0.2), (0.5, 0.5), (0.5, 0.51), (0.9, 0.9), (0.9, 0.89)])
+def test_robbins_told_its_alpha_stops_exactly_when_the_full_one_does(p: float, true_rate: float) -> None:
+    # Same streams (chunks growing 64, 256, ... as in DROP-RATE), same alpha: the mixture that
+    # skips evaluations below the threshold must stop at the same chunk, or not stop, like the one
+    # that evaluates every chunk.
+    alpha, g = 1e-8, _gen(5501)
+    for _ in range(20):
+        full, lazy = stats.RobbinsMixture(p), stats.RobbinsMixture(p, alpha=alpha)
+        for size in [64 * 4**k for k in range(8)] + [2**20] * 8:
+            d = int(torch.binomial(torch.tensor(float(size)), torch.tensor(true_rate), generator=g))
+            full.update(d, size)
+            lazy.update(d, size)
+            assert full.rejects(alpha) == lazy.rejects(alpha), (
+                f"after {full.n} units ({full.drops} dropped, p={p}): full mixture rejects={full.rejects(alpha)}, "
+                f"the one told alpha={alpha:g} rejects={lazy.rejects(alpha)}")
+            if full.rejects(alpha):
+                break
+    with pytest.raises(ValueError, match="cannot answer"):
+        lazy.rejects(10 * alpha)
+
+
 def test_robbins_equivalence_false_claims_at_most_alpha() -> None:
     # True rate exactly at the edge p + delta: "equivalent within delta" is then wrong; checked
     # after every chunk it must be claimed at most alpha of the time.
