@@ -239,7 +239,7 @@ def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float 
         _READ_ENDS.add(read_end)
     channel = _Channel(read_end, pid)
     waiting_since = time.monotonic()  # for the next check: from the fork, then from each "start"
-    finished = False  # every check it was given has an outcome, or it asked to be replaced
+    finished = False  # every check it was given has an outcome
     try:
         with contextlib.suppress(OSError):  # also set in the child: whichever runs first wins the race
             os.setpgid(pid, pid)
@@ -265,19 +265,13 @@ def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float 
             elif kind == "interrupted":
                 raise KeyboardInterrupt
             else:  # "end" (all done) or "retire" (the next check wants a fresh worker)
-                finished = True
-                return following
+                return following  # reaped here: a retiring worker may hold its whole memory share
     finally:  # also on Ctrl-C or `stop`: the worker and anything it started go, and are reaped
         with _FORK_LOCK:
             _READ_ENDS.discard(read_end)
             os.close(read_end)
         _kill_group(pid)
-        if finished:
-            # Its exit status tells nothing now, and tearing down its memory takes the kernel ~10 ms
-            # of a default run: the verdicts need not wait for that.
-            threading.Thread(target=_reap, args=(pid,), name="dropcheck-reaper", daemon=True).start()
-        else:
-            exit_status = _reap(pid)
+        exit_status = None if finished and _reap_in_background(pid) else _reap(pid)
     elapsed = time.monotonic() - waiting_since
     if current is None and following >= len(checks):  # it ended after its last result: nothing lost
         return following
@@ -483,6 +477,19 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)  # in case it never got its own group
+
+
+def _reap_in_background(pid: int) -> bool:
+    """Reap a killed worker in a short-lived thread; False if no thread could start (reap it then).
+
+    For a worker whose last outcome is in: its exit status tells nothing, and the kernel's teardown
+    of its memory (~10 ms in a default run) need not delay the verdicts. Not for a worker that
+    retires before the next is forked: that one may hold its whole memory share until it is gone."""
+    try:
+        threading.Thread(target=_reap, args=(pid,), name="dropcheck-reaper", daemon=True).start()
+    except RuntimeError:  # out of threads, or the interpreter is shutting down
+        return False
+    return True
 
 
 def _reap(pid: int) -> int | None:

@@ -395,6 +395,9 @@ def expectation_per_position_test(dev_sums: Any, var_sums: Any, kurtosis: Any = 
     """
     dev = _f64(_tensor(dev_sums).reshape(-1))
     var = _f64(_tensor(var_sums).reshape(-1)).to(dev.device)
+    sizes = [dev.numel(), var.numel()] + ([] if kurtosis is None else [_tensor(kurtosis).numel()])
+    if sizes[0] != sizes[1] or sizes[2:] not in ([], [1], [sizes[1]]):
+        raise ValueError(f"dev_sums, var_sums (and a per-position kurtosis) must have one value per position; got sizes {sizes}")
     ok = var > 0
     n = int(ok.sum().item())
     if n == 0:

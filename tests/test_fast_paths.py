@@ -286,3 +286,24 @@ def test_a_float32_sum_of_the_outputs_gives_the_float64_statistics(p: float) -> 
     c64 = stats.expectation_per_position_test(d64, var, kurtosis=kurt).statistic
     assert abs(z32 - z64) < 1e-4, (z32, z64)
     assert abs(c32 - c64) <= 1e-6 * abs(c64), (c32, c64)
+
+
+def test_per_position_test_without_indexing_matches_the_indexed_way() -> None:
+    """With every variance positive the test skips boolean indexing; with one zero variance it
+    indexes. Both must give what the plain formula gives, for a scalar and a per-position kurtosis,
+    and sizes that do not match must raise rather than broadcast."""
+    g = torch.Generator().manual_seed(7)
+    dev, var = torch.randn(1000, generator=g, dtype=torch.float64), torch.rand(1000, generator=g, dtype=torch.float64) + 0.5
+    kurt = torch.rand(1000, generator=g, dtype=torch.float64)
+    for zero_at in (None, 17):
+        v = var.clone()
+        if zero_at is not None:
+            v[zero_at] = 0.0
+        ok = v > 0
+        want = float((dev[ok] ** 2 / v[ok]).sum())
+        for k in (None, 0.3, kurt):
+            got = stats.expectation_per_position_test(dev, v, kurtosis=k)
+            assert got.df_or_n == int(ok.sum()) and abs(got.statistic - want) <= 1e-12 * want, (zero_at, k, got, want)
+    for bad_k in (torch.ones(999), None):
+        with pytest.raises(ValueError, match="one value per position"):
+            stats.expectation_per_position_test(dev, var[:999] if bad_k is None else var, kurtosis=bad_k)
