@@ -395,7 +395,8 @@ def expectation_per_position_test(dev_sums: Any, var_sums: Any, kurtosis: Any = 
     """
     dev = _f64(_tensor(dev_sums).reshape(-1))
     var = _f64(_tensor(var_sums).reshape(-1)).to(dev.device)
-    sizes = [dev.numel(), var.numel()] + ([] if kurtosis is None else [_tensor(kurtosis).numel()])
+    k = None if kurtosis is None else _f64(_tensor(kurtosis).reshape(-1)).to(dev.device)
+    sizes = [dev.numel(), var.numel()] + ([] if k is None else [k.numel()])
     if sizes[0] != sizes[1] or sizes[2:] not in ([], [1], [sizes[1]]):
         raise ValueError(f"dev_sums, var_sums (and a per-position kurtosis) must have one value per position; got sizes {sizes}")
     ok = var > 0
@@ -405,10 +406,9 @@ def expectation_per_position_test(dev_sums: Any, var_sums: Any, kurtosis: Any = 
     everywhere = n == ok.numel()  # the usual case: no boolean indexing (a gather over every position)
     z2 = dev.square() / var if everywhere else dev[ok].square() / var[ok]
     S = float(z2.sum().item())
-    if kurtosis is None:
+    if k is None:
         pvalue, detail = float(sps.chi2.sf(S, n)), {}
     else:
-        k = _f64(_tensor(kurtosis).reshape(-1)).to(dev.device)
         if k.numel() > 1 and not everywhere:
             k = k[ok]
         vsum = float((2.0 + k).sum().item()) if k.numel() > 1 else n * (2.0 + float(k.item()))
