@@ -8,7 +8,7 @@ Large samples are drawn in chunks so memory stays bounded whatever the profile.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -95,9 +95,52 @@ def _all_finite(y: torch.Tensor) -> bool:
     return math.isfinite(total.item()) or bool(torch.isfinite(y).all())
 
 
-def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float) -> torch.Tensor:
-    """One train call; the bool indicator of kept units, shaped like the unit grid (rows, units)."""
-    y = checked_train_output(x, dut.train(x))
+def defers_output_checks(device: str) -> bool:
+    """Whether a sample on `device` checks its outputs once, at the end (see `OutputCheck`)."""
+    return torch.device(device).type != "cpu"
+
+
+class OutputCheck:
+    """`checked_train_output` for every call of one sample, without making a device wait.
+
+    On the CPU each output is checked as it comes (`checked_train_output`: a sum, and a violation
+    that names the element). On other devices reading anything back per call would stall the
+    device on the host once per call, so each output's NaN/Inf count is added up on the device
+    and `verify` reads the total once, when the sample is drawn: before its statistics are
+    trusted, and also when they raised (a NaN/Inf output explains that better)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.deferred = defers_output_checks(device)
+        self.calls = 0
+        self._nonfinite: torch.Tensor | None = None  # a 0-d count on the device
+
+    def __call__(self, x: torch.Tensor, y: object) -> torch.Tensor:
+        if not self.deferred:
+            return checked_train_output(x, y)
+        y = require_tensor(y, x, "train call")
+        self.calls += 1
+        if y.is_floating_point():
+            bad = torch.isfinite(y).logical_not_().sum()
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite.add_(bad)
+        return y
+
+    def verify(self) -> None:
+        """A PropertyViolation if any deferred output had a NaN/Inf element (one read from the device)."""
+        if self._nonfinite is None:
+            return
+        count = int(self._nonfinite.item())
+        if count:
+            raise PropertyViolation(f"train output has {count} NaN/Inf element(s) for a finite input, over "
+                                    f"{self.calls} calls (on {self.device} counted on the device and read once "
+                                    "per sample, so no position is given)")
+
+
+def kept_units(ctx: CheckContext, dut: DropoutUnderTest, x: torch.Tensor, p: float,
+               check: Callable[[torch.Tensor, object], torch.Tensor] = checked_train_output) -> torch.Tensor:
+    """One train call; the bool indicator of kept units, shaped like the unit grid (rows, units).
+    `check` vets the output (a sample's `OutputCheck`)."""
+    y = check(x, dut.train(x))
     c = ctx.contract
     if c.values == "alpha":
         kept = (y.double() - c.dropped(p)).abs() > c.dropped_tolerance(p, x.dtype)

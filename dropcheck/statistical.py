@@ -21,7 +21,7 @@ from dropcheck.ledger import POWER, Ledger, Profile
 from dropcheck.sampling import (
     FRESH_INPUT_UNITS,
     MAX_CHUNK_UNITS,
-    checked_train_output,
+    OutputCheck,
     chunked,
     kept_units,
     safe_high_magnitude,
@@ -41,6 +41,7 @@ class Sampler:
         self.q = 1.0 - p
         self.gen = torch.Generator().manual_seed(derive_seed(ctx.seed, property_id, p, ctx.device, "input"))
         self.dut = ctx.target.build(p, ctx.device)
+        self.outputs = OutputCheck(ctx.device)  # every train output of the sample passes through it
         self.tests: list[StatTest] = []
 
     def alpha(self, test: str) -> float:
@@ -52,7 +53,7 @@ class Sampler:
                               self.ctx.sample_dtype, high, fresh=FRESH_INPUT_UNITS)
 
     def kept(self, x: torch.Tensor) -> torch.Tensor:
-        return kept_units(self.ctx, self.dut, x, self.p)
+        return kept_units(self.ctx, self.dut, x, self.p, self.outputs)
 
     def record(self, name: str, outcome: stats.TestOutcome, n: int, mde: float | None, mde_unit: str) -> StatTest:
         t = StatTest(name, float(outcome.pvalue), self.alpha(name), int(n), float(outcome.statistic), mde, mde_unit,
@@ -114,7 +115,7 @@ def expectation(s: Sampler) -> str:
     # deviation and less at larger p (tests/test_fast_paths.py compares both tests' statistics).
     total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     for _ in range(K):
-        y = checked_train_output(x, s.dut.train(x))
+        y = s.outputs(x, s.dut.train(x))
         total.add_(y)
     devs = {name: total.double() - K * mean for name, mean in candidates.items()}
     var = K * c.train_var(x, s.p)
@@ -295,7 +296,12 @@ def run_statistical(ctx: CheckContext, profile: Profile, ledger: Ledger, propert
     try:
         with seeded(derive_seed(ctx.seed, property_id, p, ctx.device)):
             sampler = Sampler(ctx, profile, ledger, property_id, p)
-            described = STATISTICAL_CHECKS[property_id](sampler)
+            try:
+                described = STATISTICAL_CHECKS[property_id](sampler)
+            except Exception:
+                sampler.outputs.verify()  # a NaN/Inf output, if any, is what broke the statistics
+                raise
+            sampler.outputs.verify()
     except PropertyViolation as e:
         return Verdict(property_id, Status.FAIL, str(e), duration_s=time.perf_counter() - start, **common)
     except Exception as e:

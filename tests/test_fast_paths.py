@@ -19,7 +19,7 @@ from scipy.stats import norm
 
 from dropcheck import allocator, guard, independence, power, statistical, stats
 from dropcheck.context import PropertyViolation
-from dropcheck.sampling import _all_finite, checked_train_output, signed_from_uniform, signed_uniform
+from dropcheck.sampling import OutputCheck, _all_finite, checked_train_output, signed_from_uniform, signed_uniform
 
 EXACT_ONLY = ["--only", "EVAL-IDENTITY,SUPPORT-SCALE", "--profile", "quick"]
 
@@ -55,6 +55,27 @@ def test_a_nan_output_is_still_a_violation_with_its_position() -> None:
     y[2, 3] = math.nan
     with pytest.raises(PropertyViolation, match=r"1 NaN/Inf element\(s\) for a finite input; first at \(2, 3\)"):
         checked_train_output(x, y)
+
+
+def test_deferred_output_check_counts_what_the_immediate_one_rejects() -> None:
+    """The device path (count NaN/Inf on the device, read once) rejects exactly the samples the
+    CPU path (check every output at once) rejects, and lets integer outputs through."""
+    x = torch.ones(4, 5)
+    clean, dirty = x.clone(), x.clone()
+    dirty[1, 2], dirty[3, 4] = math.nan, -math.inf
+    deferred = OutputCheck("cpu")
+    deferred.deferred = True
+    for y in (clean, clean, torch.arange(20).reshape(4, 5)):
+        assert deferred(x, y) is y
+    deferred.verify()  # nothing to report
+    deferred(x, dirty)
+    deferred(x, dirty)
+    with pytest.raises(PropertyViolation, match=r"4 NaN/Inf element\(s\) for a finite input, over 5 calls"):
+        deferred.verify()
+    immediate = OutputCheck("cpu")
+    assert not immediate.deferred and immediate(x, clean) is clean
+    with pytest.raises(PropertyViolation, match=r"2 NaN/Inf element\(s\) for a finite input; first at \(1, 2\)"):
+        immediate(x, dirty)
 
 
 @pytest.mark.parametrize("high", [2.0, 1.5, 1.0])

@@ -287,6 +287,22 @@ def test_lying_implementation_gets_a_clear_fail(impl, fails):
             f"{impl.__name__}: {property_id} should FAIL saying {needle!r}, got {v.status.value}: {v.summary}")
 
 
+@pytest.mark.parametrize("impl", [hostile.returns_nan, hostile.returns_inf], ids=["nan", "inf"])
+def test_deferred_output_checks_still_fail_every_multi_call_sample(impl, monkeypatch):
+    # Off the CPU a sample's outputs are checked once, at its end (sampling.OutputCheck): made to
+    # do that here, NaN/Inf outputs must still give a FAIL that says so, never a pass or an error.
+    from dropcheck import sampling
+
+    monkeypatch.setattr(sampling, "defers_output_checks", lambda device: True)
+    props = ["DROP-RATE", "EXPECTATION", "RATE-HOMOGENEITY", "INDEP-CALLS", "INDEP-ROWS"]
+    result = check(impl, props)
+    for property_id in props:
+        v = verdict(result, property_id)
+        assert v.status is Status.FAIL and "NaN/Inf" in v.summary and "read once" in v.summary, (
+            f"{impl.__name__}, outputs checked at the end: {property_id} should FAIL naming NaN/Inf, "
+            f"got {v.status.value}: {v.summary}")
+
+
 # ---- options: exit 2 with a message, before any work starts ---------------------------------------------------
 @pytest.mark.parametrize("argv,needle", [
     (["--p", "nan"], "outside [0, 1]"),
