@@ -74,6 +74,7 @@ _POLL_S = 0.05  # how often the parent looks at a child that has not answered ye
 _CHILD_FAILED = 70  # exit code of a child that could not even report (EX_SOFTWARE)
 _REPORT_HEADROOM_MB = 64  # after a check, the worker may grow this much to send its result back
 _MAX_MESSAGE = 1 << 31  # a frame longer than this is garbage (the implementation wrote into the pipe)
+REAPER_THREAD_NAME = "dropcheck-reaper"  # see _reap_in_background
 
 # Lanes (dropcheck.lanes) fork workers from several threads. Between one thread's os.pipe() and the
 # close of its write end after the fork, a fork by another thread would hand that write end to a
@@ -486,7 +487,7 @@ def _reap_in_background(pid: int) -> bool:
     of its memory (~10 ms in a default run) need not delay the verdicts. Not for a worker that
     retires before the next is forked: that one may hold its whole memory share until it is gone."""
     try:
-        threading.Thread(target=_reap, args=(pid,), name="dropcheck-reaper", daemon=True).start()
+        threading.Thread(target=_reap, args=(pid,), name=REAPER_THREAD_NAME, daemon=True).start()
     except RuntimeError:  # out of threads, or the interpreter is shutting down
         return False
     return True

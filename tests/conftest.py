@@ -1,9 +1,12 @@
 """Shared test set-up: Hypothesis runs derandomized on CI, and CUDA tests skip with a reason."""
 import os
+import threading
 
 import pytest
 import torch
 from hypothesis import settings
+
+from dropcheck import guard
 
 # On CI every Hypothesis example sequence is derived from the test itself: a red CI is never luck.
 settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
@@ -19,3 +22,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA not available: torch.cuda.is_available() is False on this machine"
 )
+
+
+def join_reapers(timeout: float = 10.0) -> list[threading.Thread]:
+    """Wait for the threads that reap finished workers (guard._reap_in_background); the ones still
+    alive after `timeout` seconds each."""
+    reapers = [t for t in threading.enumerate() if t.name == guard.REAPER_THREAD_NAME]
+    for thread in reapers:
+        thread.join(timeout)
+    return [t for t in reapers if t.is_alive()]

@@ -18,6 +18,7 @@ import pytest
 from dropcheck import guard, lanes
 from dropcheck.runner import run_check
 from tests import hostile_impls as hostile
+from tests.conftest import join_reapers
 
 needs_fork = pytest.mark.skipif(
     guard.choose_mechanism("cpu") != "fork",
@@ -103,10 +104,7 @@ def test_checks_run_in_order_in_one_worker(forks):
 def test_a_finished_worker_is_reaped_in_the_background(forks):
     got = run([pid, pid])
     assert [s for s, _ in got] == ["ok", "ok"], got
-    reapers = [t for t in threading.enumerate() if t.name == "dropcheck-reaper"]
-    for thread in reapers:
-        thread.join(10)
-    assert not any(t.is_alive() for t in reapers), "a reaper thread still runs after 10 s"
+    assert not join_reapers(10), "a reaper thread still runs after 10 s"
     with pytest.raises(ChildProcessError):
         os.waitpid(forks[0], os.WNOHANG)  # reaped: no zombie left behind
 

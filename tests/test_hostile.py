@@ -26,6 +26,7 @@ from dropcheck.options import CHECK_OPTIONS
 from dropcheck.runner import run_check
 from dropcheck.verdict import Status
 from tests import hostile_impls as hostile
+from tests.conftest import join_reapers
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE_FILE = Path(hostile.__file__)
@@ -177,9 +178,7 @@ def test_signal_proof_hang_is_killed():
 
 def settled_thread_count() -> int:
     """Threads alive once the reapers of finished workers (short-lived, see guard._run_worker) are done."""
-    for thread in threading.enumerate():
-        if thread.name == "dropcheck-reaper":
-            thread.join(10)
+    join_reapers()
     return threading.active_count()
 
 
