@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dropcheck.defaults import DEFAULT_CONTRACT, DEFAULT_PROFILE, DEFAULT_PS, DEFAULT_SEED
+from dropcheck.guard import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S
 from dropcheck.runner import CheckResult, expand_devices, run_check, versions
 from dropcheck.verdict import Verdict, failures, summarize
 
@@ -42,12 +43,16 @@ def check(
     profile: str = DEFAULT_PROFILE,
     only: str | Sequence[str] | None = None,
     dtype: str = "float32",
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB,
+    on_verdict: Callable[[Verdict], None] | None = None,
 ) -> CheckResult:
     """Check a dropout implementation against a contract; the Python form of `dropcheck check`.
 
     `target` is `"pkg.mod:NAME"`, `"path/file.py:NAME"`, or the object itself: an `nn.Module`
     subclass built as `NAME(p)`, or a function `f(input, p, training)`. `ps`, `device`, `seed`,
-    `profile`, `only` and `dtype` mean what the CLI options of the same names mean. Raises
+    `profile`, `only`, `dtype`, `timeout` and `memory_limit_mb` (`--memory-limit`) mean what the
+    CLI options of the same names mean; `on_verdict` is called with each verdict as it comes. Raises
     `dropcheck.targets.TargetError` for a target of neither form, `ValueError`/`KeyError` for a
     bad option; an implementation that raises gives ERROR verdicts instead.
 
@@ -58,7 +63,8 @@ def check(
     """
     ps = [float(ps)] if isinstance(ps, (int, float)) else [float(p) for p in ps]
     return run_check(target, contract=contract, ps=ps, device=device, seed=seed, profile=profile,
-                     only=_ids(only), dtype=dtype)
+                     only=_ids(only), dtype=dtype, timeout=timeout, memory_limit_mb=memory_limit_mb,
+                     on_verdict=on_verdict)
 
 
 @dataclasses.dataclass
@@ -113,11 +119,16 @@ def decode(
     seed: int = DEFAULT_SEED,
     only: str | Sequence[str] | None = None,
     max_positions: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB,
+    on_verdict: Callable[[Verdict], None] | None = None,
 ) -> DecodeResult:
     """Check that a model decodes deterministically in eval mode; the Python form of `dropcheck decode`.
 
     `target` is None (the built-in GPT), `"pkg.mod:NAME"`, `"path/file.py:NAME"`, a zero-argument
     factory, an `nn.Module` subclass or a module instance, mapping token ids (B, T) to logits.
+    Each check runs under `timeout` seconds and `memory_limit_mb`, as in `check`; `on_verdict` is
+    called with each verdict as it comes.
 
     >>> result = decode(only=["DECODE-REPEAT"], max_positions=8)
     >>> result.ok, result.verdicts[0].property_id
@@ -129,7 +140,8 @@ def decode(
     t0 = time.perf_counter()
     devices = expand_devices(device)
     max_positions = DEFAULT_MAX_POSITIONS if max_positions is None else max_positions
-    verdicts = run_decode(target, devices=tuple(devices), seed=seed, max_positions=max_positions, only=_ids(only))
+    verdicts = run_decode(target, devices=tuple(devices), seed=seed, max_positions=max_positions, only=_ids(only),
+                          timeout=timeout, memory_limit_mb=memory_limit_mb, on_verdict=on_verdict)
     return DecodeResult(
         target=target if isinstance(target, str) else BUILTIN_GPT if target is None else _describe(target),
         seed=seed,

@@ -101,6 +101,17 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+def write_report(con: Any, path: Path, report: dict[str, Any]) -> None:
+    """Write a run's JSON report after its verdicts were printed; a failure to write is an error
+    that says the printed verdicts are complete."""
+    try:
+        write_json_atomically(path, report)
+    except OSError as e:  # the directory went away or became read-only during the run
+        raise UsageError(f"could not write the report {path}: {e.strerror or e}; "
+                         "the verdicts printed above are complete") from e
+    con.print(f"wrote {path}", style="dim")
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
     from dropcheck.progress import count_check_verdicts, verdict_progress
@@ -140,12 +151,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if result.interrupted:
         con.print(f"interrupted (Ctrl-C): the {len(result.verdicts)} verdicts above were gathered before it", style="bold")
     if opts["json"] is not None:
-        try:
-            write_json_atomically(opts["json"], result.to_dict())
-        except OSError as e:  # the directory went away or became read-only during the run
-            raise UsageError(f"could not write the report {opts['json']}: {e.strerror or e}; "
-                             "the verdicts printed above are complete") from e
-        con.print(f"wrote {opts['json']}", style="dim")
+        write_report(con, opts["json"], result.to_dict())
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAIL
@@ -155,24 +161,36 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck import console as out
     from dropcheck import registry
     from dropcheck.api import decode
+    from dropcheck.decoding import decode_plan
     from dropcheck.models import resolve_model
+    from dropcheck.progress import verdict_progress
+    from dropcheck.runner import expand_devices
+    from dropcheck.targets import target_code
 
     opts = parse_options(args, DECODE_OPTIONS)
     foreign = [pid for pid in opts["only"] or [] if registry.get(pid).kind != "decode"]
     if foreign:
         decode_ids = [p.id for p in registry.PROPERTIES.values() if p.kind == "decode"]
         raise UsageError(f"--only: {', '.join(foreign)} not decode properties; they are {', '.join(decode_ids)}")
-    resolve_model(args.target)  # TargetError → exit 2 before the header
+    if args.target:
+        with target_code(args.target, opts["timeout"], "importing it"):
+            resolve_model(args.target)  # TargetError → exit 2 before the header
     con = out.make_console()
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})
-    result = decode(args.target, device=opts["device"], seed=opts["seed"], max_positions=opts["max-positions"],
-                    only=opts["only"])
-    for v in result.verdicts:
-        out.verdict_line(con, v)
+    total = len(decode_plan(expand_devices(opts["device"]), opts["only"]))
+    with verdict_progress(f"decode {target}", total) as advance:  # on stderr: stdout stays the verdicts
+
+        def on_verdict(v: Any) -> None:
+            out.verdict_line(con, v)
+            advance(v)
+
+        result = decode(args.target, device=opts["device"], seed=opts["seed"], max_positions=opts["max-positions"],
+                        only=opts["only"], timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"],
+                        on_verdict=on_verdict)
     out.summary_line(con, result.verdicts, result.duration_s)
     if opts["json"] is not None:
-        write_json_atomically(opts["json"], result.to_dict())  # the same report as dropcheck.decode(...).to_dict()
+        write_report(con, opts["json"], result.to_dict())  # the same report as dropcheck.decode(...).to_dict()
     return EXIT_OK if result.ok else EXIT_FAIL
 
 

@@ -22,19 +22,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import os
 import random
 import shlex
-import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from dropcheck import registry
+from dropcheck import guard, registry
 from dropcheck.gpt import GPTModel, zero_dropout
 from dropcheck.models import (
     Decode,
@@ -329,6 +329,9 @@ def run_decode(
     max_positions: int = DEFAULT_MAX_POSITIONS,
     *,
     only: Iterable[str] | None = None,
+    timeout: float | None = guard.DEFAULT_TIMEOUT_S,
+    memory_limit_mb: float | None = guard.DEFAULT_MEMORY_LIMIT_MB,
+    on_verdict: Callable[[Verdict], None] | None = None,
 ) -> list[Verdict]:
     """Check the DECODE-* properties of a model; one Verdict per property and device.
 
@@ -338,48 +341,128 @@ def run_decode(
     positions. `only` restricts the run to some property IDs. Raises `TargetError` for a TARGET
     that cannot be a model; a model that raises gives ERROR verdicts instead.
 
+    Each check runs under `timeout` seconds and `memory_limit_mb` (None or 0: no limit), as
+    `dropcheck check`'s do (dropcheck.guard): a model that hangs, crashes or runs out of memory
+    gets a TIMEOUT or ERROR verdict for that check, and the run goes on. The verdicts come device
+    by device, as `dropcheck check`'s do (so that the CPU checks are forked before anything
+    initialises CUDA), DECODE-CPU-CUDA last; `on_verdict` is called with each as it comes.
+
     >>> [v.status.value for v in run_decode(max_positions=8, only=["DECODE-REPEAT"])]
     ['pass']
     """
     devices = (devices,) if isinstance(devices, str) else tuple(devices)
+    plan = decode_plan(devices, only)
+    if max_positions < 2:
+        raise ValueError(f"max_positions={max_positions}: need room for a prompt and one new token")
+    subject = resolve_model(target)
+    limits = _Limits(timeout or None, memory_limit_mb or None)
+    model_seed = derive_seed(seed, "model")
+    cuda_ok = torch.cuda.is_available()
+    verdicts: list[Verdict] = []
+
+    def emit(verdict: Verdict) -> None:
+        verdicts.append(verdict)
+        if on_verdict is not None:
+            on_verdict(verdict)
+
+    determinism = cuda_determinism() if cuda_ok and any(map(_is_cuda, devices)) else contextlib.nullcontext()
+    with determinism:
+        probe_error, vocab = _probe(subject, model_seed, max_positions, limits)
+        prompt_len = max(1, max_positions // 4)
+        for device in devices:
+            run = _Run(subject, device, seed, model_seed, vocab, prompt_len, max_positions - prompt_len)
+            unusable = (Status.SKIP, "CUDA not available", {}) if _is_cuda(device) and not cuda_ok else probe_error
+            _run_on_device(run, [pid for pid, d in plan if d == device and pid != CPU_CUDA], unusable, limits, emit)
+        if (CPU_CUDA, _cuda_of(devices)) in plan:
+            emit(_cpu_cuda_verdict(subject, devices, seed, model_seed, vocab, prompt_len, max_positions, probe_error,
+                                   limits))
+    return verdicts
+
+
+CPU_CUDA = "DECODE-CPU-CUDA"  # the one property that compares two devices: it runs after the others
+
+
+def decode_plan(devices: Sequence[str], only: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """(property ID, device) of each verdict `run_decode` gives, in its order: device by device,
+    then DECODE-CPU-CUDA, reported on the first CUDA device. `only`: some property IDs.
+
+    >>> decode_plan(["cpu"], only=["DECODE-REPEAT", "DECODE-CPU-CUDA"])
+    [('DECODE-REPEAT', 'cpu'), ('DECODE-CPU-CUDA', 'cuda')]
+    """
     wanted = [p.id for p in registry.for_contract("model", kind="decode")]
     if only is not None:
         only = [registry.get(pid).id for pid in only]  # KeyError naming the known IDs
         if not_decode := [pid for pid in only if pid not in wanted]:
             raise ValueError(f"{', '.join(not_decode)}: not decode properties; those are {', '.join(wanted)}")
         wanted = [pid for pid in wanted if pid in only]
-    if max_positions < 2:
-        raise ValueError(f"max_positions={max_positions}: need room for a prompt and one new token")
-    subject = resolve_model(target)
-    model_seed = derive_seed(seed, "model")
-    cuda_ok = torch.cuda.is_available()
-    guard = cuda_determinism() if cuda_ok and any(map(_is_cuda, devices)) else contextlib.nullcontext()
-    verdicts: list[Verdict] = []
-    with guard:
-        probe_error, vocab = _probe(subject, model_seed, max_positions)
-        prompt_len = max(1, max_positions // 4)
-        for pid in wanted:
-            if pid == "DECODE-CPU-CUDA":
-                verdicts.append(
-                    _cpu_cuda_verdict(subject, devices, seed, model_seed, vocab, prompt_len, max_positions, probe_error)
-                )
-                continue
-            for device in devices:
-                t0 = time.perf_counter()
-                replay = replay_line(subject.spec, seed, device, pid, max_positions)
-                if _is_cuda(device) and not cuda_ok:
-                    outcome: Outcome = (Status.SKIP, "CUDA not available", {})
-                elif probe_error is not None:
-                    outcome = probe_error
-                else:
-                    run = _Run(subject, device, seed, model_seed, vocab, prompt_len, max_positions - prompt_len)
-                    outcome = _guarded(lambda: _CHECKS[pid](run), derive_seed(seed, pid, device))
-                verdicts.append(_verdict(pid, outcome, device, seed, replay, t0))
-    return verdicts
+    plan = [(pid, device) for device in devices for pid in wanted if pid != CPU_CUDA]
+    return plan + ([(CPU_CUDA, _cuda_of(devices))] if CPU_CUDA in wanted else [])
 
 
-def _probe(subject: ModelTarget, model_seed: int, max_positions: int) -> tuple[Outcome | None, int]:
-    """Build once on CPU to read V (and the context length where known); TargetError propagates."""
+def _cuda_of(devices: Sequence[str]) -> str:
+    return next((d for d in devices if _is_cuda(d)), "cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    timeout_s: float | None
+    memory_limit_mb: float | None
+
+
+def _run_on_device(run: _Run, pids: list[str], unusable: Outcome | None, limits: _Limits,
+                   emit: Callable[[Verdict], None]) -> None:
+    """The checks `pids` on `run.device`, one after another under the limits (a forked worker on
+    the CPU); each verdict is emitted as soon as its check ends. `unusable`: why none can run."""
+    max_positions = run.prompt_len + run.n_new
+
+    def verdict(index: int, outcome: Outcome, duration_s: float) -> Verdict:
+        pid = pids[index]
+        return _verdict(pid, outcome, run.device, run.seed, replay_line(run.target.spec, run.seed, run.device, pid,
+                                                                        max_positions), duration_s)
+
+    if unusable is not None:
+        for index in range(len(pids)):
+            emit(verdict(index, unusable, 0.0))
+        return
+    checks = [functools.partial(_guarded, functools.partial(_CHECKS[pid], run), derive_seed(run.seed, pid, run.device))
+              for pid in pids]
+    guard.run_sequence(checks, limits.timeout_s, device=run.device, memory_limit_mb=limits.memory_limit_mb,
+                       on_outcome=lambda i, o: emit(verdict(i, _ended(o, limits), o.elapsed)),
+                       fresh_worker_after=_out_of_memory)
+
+
+def _ended(outcome: guard.Outcome, limits: _Limits) -> Outcome:
+    """A check's Outcome from how its limited call ended (a hang, a crash, an allocation failure)."""
+    if outcome.status == "ok":
+        status, summary, evidence = outcome.value
+        if _out_of_memory(outcome.value):
+            summary = guard.out_of_memory_summary(summary, limits.memory_limit_mb, outcome.mechanism)
+            evidence = {**evidence, "out_of_memory": True}
+        return status, summary, evidence
+    timed_out, summary, evidence = guard.describe_unfinished(outcome, limits.timeout_s, "the model")
+    return Status.TIMEOUT if timed_out else Status.ERROR, summary, evidence
+
+
+def _out_of_memory(value: Any) -> bool:
+    """Called in the worker: after an allocation failure the next check gets a fresh worker."""
+    return isinstance(value, tuple) and value[0] is Status.ERROR and guard.is_out_of_memory(value[1])
+
+
+def _probe(subject: ModelTarget, model_seed: int, max_positions: int, limits: _Limits) -> tuple[Outcome | None, int]:
+    """Build once on CPU, under the limits, to read V (and the context length where known).
+    (None, V), or (why no check can run, 0); a TARGET that is not a model raises TargetError."""
+    ended = guard.run_limited(functools.partial(_probe_once, subject, model_seed, max_positions), limits.timeout_s,
+                              device="cpu", memory_limit_mb=limits.memory_limit_mb)
+    if ended.status != "ok":
+        return _ended(ended, limits), 0
+    kind, value = ended.value
+    if kind == "target-error":
+        raise TargetError(value)
+    return (None, value) if kind == "vocab" else (value, 0)
+
+
+def _probe_once(subject: ModelTarget, model_seed: int, max_positions: int) -> tuple[str, Any]:
+    # Returns, never raises: it may run in a forked worker, whose exceptions arrive only as text.
     try:
         model = subject.build(model_seed, "cpu").eval()
         with seeded(model_seed):  # a model that draws in eval mode must not move the caller's RNGs
@@ -387,11 +470,11 @@ def _probe(subject: ModelTarget, model_seed: int, max_positions: int) -> tuple[O
         context = _context_length(model)
         if context is not None and max_positions > context:
             raise ValueError(f"max_positions={max_positions} exceeds the model's context length {context}")
-        return None, vocab
-    except TargetError:
-        raise
+        return "vocab", vocab
+    except TargetError as e:
+        return "target-error", str(e)
     except Exception as e:  # noqa: BLE001 - the model's own failure becomes every verdict's ERROR
-        return _error(e), 0
+        return "error", _error(e)
 
 
 def _context_length(model: nn.Module) -> int | None:
@@ -407,11 +490,10 @@ def _context_length(model: nn.Module) -> int | None:
 
 def _cpu_cuda_verdict(
     subject: ModelTarget, devices: tuple[str, ...], seed: int, model_seed: int, vocab: int,
-    prompt_len: int, max_positions: int, probe_error: Outcome | None,
+    prompt_len: int, max_positions: int, probe_error: Outcome | None, limits: _Limits,
 ) -> Verdict:
-    t0 = time.perf_counter()
-    cuda_device = next((d for d in devices if _is_cuda(d)), "cuda")
-    replay = replay_line(subject.spec, seed, "all", "DECODE-CPU-CUDA", max_positions)
+    cuda_device = _cuda_of(devices)
+    replay = replay_line(subject.spec, seed, "all", CPU_CUDA, max_positions)
     if not torch.cuda.is_available():
         outcome: Outcome = (Status.SKIP, "CUDA not available", {})
     elif "cpu" not in devices or not any(map(_is_cuda, devices)):
@@ -420,8 +502,11 @@ def _cpu_cuda_verdict(
         outcome = probe_error
     else:
         run = _Run(subject, "cpu", seed, model_seed, vocab, prompt_len, max_positions - prompt_len)
-        outcome = _guarded(lambda: check_cpu_cuda(run, cuda_device), derive_seed(seed, "DECODE-CPU-CUDA", cuda_device))
-    return _verdict("DECODE-CPU-CUDA", outcome, cuda_device, seed, replay, t0)
+        check = functools.partial(_guarded, functools.partial(check_cpu_cuda, run, cuda_device),
+                                  derive_seed(seed, CPU_CUDA, cuda_device))
+        ended = guard.run_limited(check, limits.timeout_s, device=cuda_device, memory_limit_mb=limits.memory_limit_mb)
+        return _verdict(CPU_CUDA, _ended(ended, limits), cuda_device, seed, replay, ended.elapsed)
+    return _verdict(CPU_CUDA, outcome, cuda_device, seed, replay, 0.0)
 
 
 def _guarded(check: Callable[[], Outcome], prop_seed: int) -> Outcome:
@@ -438,9 +523,9 @@ def _error(e: BaseException) -> Outcome:
     return Status.ERROR, f"{type(e).__name__}: {e}", {"exception": "".join(traceback.format_exception(e))[-4000:]}
 
 
-def _verdict(pid: str, outcome: Outcome, device: str, seed: int, replay: str, t0: float) -> Verdict:
+def _verdict(pid: str, outcome: Outcome, device: str, seed: int, replay: str, duration_s: float) -> Verdict:
     status, summary, ev = outcome
     return Verdict(
         property_id=pid, status=status, summary=summary, device=device, seed=seed,
-        replay=replay, duration_s=time.perf_counter() - t0, evidence=ev,
+        replay=replay, duration_s=duration_s, evidence=ev,
     )

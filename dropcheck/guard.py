@@ -568,3 +568,24 @@ def _one_line(e: BaseException) -> str:
 def is_out_of_memory(text: str) -> bool:
     """Whether an error message is an allocation failure (Python's or torch's allocators)."""
     return "MemoryError" in text or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def describe_unfinished(outcome: Outcome, timeout: float | None, culprit: str) -> tuple[bool, str, dict[str, Any]]:
+    """For a check that did not return (`outcome.status` other than "ok"), how it ended, in words:
+    (timed out?, summary, evidence). `culprit` names what hung ("the implementation", "the model").
+    The summary holds no measured time, so that two runs' reports stay identical."""
+    evidence: dict[str, Any] = {"isolation": outcome.mechanism}
+    if outcome.status == "timeout":
+        evidence["timeout_s"] = timeout
+        return True, f"did not finish within the {timeout:g} s limit (--timeout): {culprit} hangs or is too slow", evidence
+    if outcome.status == "crashed":
+        return False, f"crashed: {outcome.message}", evidence
+    evidence["traceback"] = outcome.detail
+    return False, f"the check was ended by {outcome.message}", evidence
+
+
+def out_of_memory_summary(summary: str, memory_limit_mb: float | None, mechanism: str) -> str:
+    """An allocation failure's message, with the limit it ran into (`--memory-limit` only binds a
+    forked worker; elsewhere the machine's memory was the limit)."""
+    bound = f"{memory_limit_mb:g} MiB" if memory_limit_mb and mechanism == "fork" else "the machine's memory"
+    return f"out of memory (limit: {bound} beyond the check's start): {summary}"

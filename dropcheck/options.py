@@ -131,4 +131,4 @@ MAX_POSITIONS = Option("max-positions", "prompt plus generated tokens stay withi
                        "N")
 
 CHECK_OPTIONS: tuple[Option, ...] = (CONTRACT, PS, DEVICE, SEED, PROFILE, DTYPE, ONLY, JSON, TIMEOUT, MEMORY_LIMIT)
-DECODE_OPTIONS: tuple[Option, ...] = (DEVICE, SEED, MAX_POSITIONS, ONLY, JSON)
+DECODE_OPTIONS: tuple[Option, ...] = (DEVICE, SEED, MAX_POSITIONS, ONLY, JSON, TIMEOUT, MEMORY_LIMIT)

@@ -145,13 +145,10 @@ def plan(settings: Settings) -> list[Slice]:
             out += [Slice("check", p.id, dev) for p in props if p.kind == "exact"]
             out += [Slice("check", prop.id, dev, p, dtype) for p in settings["p"] for prop in props if prop.kind == "statistical"]
     if settings.decode_target:
-        for prop in registry.for_contract("model", kind="decode"):
-            if settings["only"] and prop.id not in settings["only"]:
-                continue
-            if prop.id == "DECODE-CPU-CUDA":  # one comparison across devices, reported on the CUDA one
-                out.append(Slice("decode", prop.id, next((d for d in devices if d != "cpu"), "cuda")))
-            else:
-                out += [Slice("decode", prop.id, dev) for dev in devices]
+        from dropcheck.decoding import decode_plan
+
+        only = [pid for pid in settings["only"] if registry.get(pid).kind == "decode"] if settings["only"] else None
+        out += [Slice("decode", pid, dev) for pid, dev in decode_plan(devices, only)]
     return out
 
 
@@ -200,7 +197,7 @@ def run_slice(settings: Settings, s: Slice) -> Any:
         devices = expand_devices(settings["device"]) if s.property_id == "DECODE-CPU-CUDA" else [s.device]
         extra = {"max_positions": settings.values["max-positions"]} if "max-positions" in settings.values else {}
         verdicts = run_decode(settings.decode_target, devices=tuple(devices), seed=settings["seed"],
-                              only=[s.property_id], **extra)
+                              only=[s.property_id], **extra, **limits(settings))
     else:
         from dropcheck.runner import run_check
 

@@ -318,24 +318,15 @@ def _out_of_memory(verdict: Any) -> bool:
 def _verdict(ctx: CheckContext, property_id: str, p: float | None, outcome: guard.Outcome,
              limits: dict[str, Any]) -> Verdict:
     """The verdict of one property check from how it ended."""
-    timeout, memory = limits["timeout_s"], limits["memory_limit_mb"]
     if outcome.status == "ok":
         verdict = outcome.value
         if verdict.status is Status.ERROR and guard.is_out_of_memory(verdict.summary):
-            bound = f"{memory:g} MiB" if memory and outcome.mechanism == "fork" else "the machine's memory"
-            verdict.summary = f"out of memory (limit: {bound} beyond the check's start): {verdict.summary}"
+            verdict.summary = guard.out_of_memory_summary(verdict.summary, limits["memory_limit_mb"], outcome.mechanism)
             verdict.evidence["out_of_memory"] = True
         return verdict
-    common = dict(device=ctx.device, p=p, seed=ctx.seed, replay=ctx.replay(property_id, p),
-                  duration_s=outcome.elapsed, evidence={"isolation": outcome.mechanism})
-    if outcome.status == "timeout":
-        # The summary holds no measured time, so that two runs' reports stay identical.
-        unfinished = "; the sample could not be completed, so there is no verdict on it" if p is not None else ""
-        common["evidence"]["timeout_s"] = timeout
-        return Verdict(property_id, Status.TIMEOUT, f"did not finish within the {timeout:g} s limit (--timeout): "
-                       f"the implementation hangs or is too slow{unfinished}", **common)
-    if outcome.status == "crashed":
-        return Verdict(property_id, Status.ERROR, f"crashed: {outcome.message}", **common)
-    common["evidence"]["traceback"] = outcome.detail
-    return Verdict(property_id, Status.ERROR, f"the check was ended by {outcome.message}", **common)
+    timed_out, summary, evidence = guard.describe_unfinished(outcome, limits["timeout_s"], "the implementation")
+    if timed_out and p is not None:
+        summary += "; the sample could not be completed, so there is no verdict on it"
+    return Verdict(property_id, Status.TIMEOUT if timed_out else Status.ERROR, summary, device=ctx.device, p=p,
+                   seed=ctx.seed, replay=ctx.replay(property_id, p), duration_s=outcome.elapsed, evidence=evidence)
 

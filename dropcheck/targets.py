@@ -8,13 +8,14 @@ Nothing else about the implementation is assumed: it may draw from any global RN
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import inspect
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,15 +229,22 @@ def _describe(obj: Any) -> str:
 def resolve_within(target: str, timeout: float | None) -> DropoutTarget:
     """Import TARGET and build it once, within the time limit: an import or a constructor that
     hangs or calls sys.exit is a TARGET problem (exit 2), like one that raises."""
+    with target_code(target, timeout, "importing it and building it with p=0.5"):
+        resolved = resolve_dropout(target)
+        resolved.check_constructible()
+    return resolved
+
+
+@contextlib.contextmanager
+def target_code(target: str, timeout: float | None, doing: str) -> Iterator[None]:
+    """Run a TARGET's own code in this process (its import, a first build) within the time limit
+    (SIGALRM, dropcheck.alarm): a hang or a sys.exit there is a TARGET problem, a TargetError."""
     from dropcheck.alarm import TimeLimitExceeded, alarm
 
     try:
         with alarm(timeout):
-            resolved = resolve_dropout(target)
-            resolved.check_constructible()
+            yield
     except TimeLimitExceeded:
-        raise TargetError(f"TARGET {target!r}: importing it and building it with p=0.5 did not finish "
-                          f"within {timeout:g} s (--timeout)") from None
+        raise TargetError(f"TARGET {target!r}: {doing} did not finish within {timeout:g} s (--timeout)") from None
     except SystemExit as e:
-        raise TargetError(f"TARGET {target!r}: importing or building it called sys.exit({e.code!r})") from e
-    return resolved
+        raise TargetError(f"TARGET {target!r}: {doing} called sys.exit({e.code!r})") from e

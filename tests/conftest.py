@@ -22,6 +22,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA not available: torch.cuda.is_available() is False on this machine"
 )
+needs_fork = pytest.mark.skipif(
+    guard.choose_mechanism("cpu") != "fork",
+    reason="checks run in-process here (not Linux, or CUDA already initialised): a crash or a signal-proof "
+           "hang cannot be contained without a forked child",
+)
 
 
 def join_reapers(timeout: float = 10.0) -> list[threading.Thread]:

@@ -1,5 +1,8 @@
 """DECODE-* properties: the built-in GPT passes them all; each broken model fails the one it targets."""
+import ctypes
+import faulthandler
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from dropcheck.cli import main
 from dropcheck.decoding import cuda_determinism, run_decode
 from dropcheck.models import Decode, compare_tie_aware, resolve_model
 from dropcheck.gpt import GPTConfig, GPTModel
@@ -14,10 +18,8 @@ from dropcheck.seeding import rng_fingerprint
 from dropcheck.targets import TargetError
 from dropcheck.verdict import Status
 from tests.broken_models import BROKEN
+from tests.conftest import needs_fork, requires_cuda
 
-requires_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="CUDA not available: torch.cuda.is_available() is False on this machine"
-)
 BROKEN_FILE = Path(__file__).with_name("broken_models.py")
 CASES = [(pid, model) for pid, models in BROKEN.items() for model in models]
 
@@ -76,15 +78,16 @@ def test_verdict_carries_seed_replay_and_evidence():
 
 
 def test_prompt_and_new_tokens_stay_within_max_positions():
-    seen = []
-
-    class Recording(GPTModel):
+    class Bounded(GPTModel):  # raises, rather than records: the checks run in a forked worker
         def forward(self, idx, cache=None):
-            seen.append(idx.shape[1] + (cache.pos if cache is not None else 0))
+            used = idx.shape[1] + (cache.pos if cache is not None else 0)
+            if used > 10:
+                raise AssertionError(f"positions used: expected at most max_positions=10, got {used}")
             return super().forward(idx, cache)
 
-    run_decode(Recording, max_positions=10)
-    assert max(seen) <= 10, f"positions used: expected at most max_positions=10, got {max(seen)}"
+    verdicts = run_decode(Bounded, max_positions=10)
+    over = [f"{v.label}: {v.summary}" for v in verdicts if v.status not in (Status.PASS, Status.SKIP)]
+    assert not over, over
     with pytest.raises(ValueError, match="max_positions"):
         run_decode(max_positions=1)
     (v, *_) = run_decode(max_positions=65)  # the built-in context is 64
@@ -216,6 +219,113 @@ def test_model_that_cannot_run_errors_everywhere():
     verdicts = run_decode(Crash, max_positions=8)
     runnable = [v for v in verdicts if v.property_id != "DECODE-CPU-CUDA"]
     assert all(v.status is Status.ERROR and "no forward today" in v.summary for v in runnable), _table(verdicts)
+
+
+# --- limits: a model that hangs, crashes or eats memory (dropcheck.guard, as for `dropcheck check`) ---
+
+
+class _SpinsInTrain(GPTModel):
+    """Loops forever in a train-mode forward (DECODE-TRAIN-ACTIVE and -MODE-ROUNDTRIP make one)."""
+
+    def forward(self, idx, cache=None):
+        while self.training:
+            pass
+        return super().forward(idx, cache)
+
+
+class _SleepsAlways(GPTModel):
+    def forward(self, idx, cache=None):
+        time.sleep(3600)
+
+
+class _SegfaultsInTrain(GPTModel):
+    def forward(self, idx, cache=None):
+        if self.training:
+            faulthandler.disable()  # pytest's dump of the crash would only clutter the test log
+            ctypes.string_at(0)
+        return super().forward(idx, cache)
+
+
+class _HogsMemoryInTrain(GPTModel):
+    def forward(self, idx, cache=None):
+        hoard = []
+        while self.training:
+            hoard.append(torch.ones(1 << 24))  # 64 MiB at a time, touched, until allocation fails
+        return super().forward(idx, cache)
+
+
+TRAIN_MODE = {"DECODE-TRAIN-ACTIVE", "DECODE-MODE-ROUNDTRIP"}  # the checks that call the model in train mode
+
+
+def _statuses(verdicts) -> dict[str, str]:
+    return {v.property_id: v.status.value for v in verdicts if v.device == "cpu"}
+
+
+@needs_fork
+def test_model_that_hangs_in_train_mode_times_out_there_and_the_run_goes_on():
+    start = time.monotonic()
+    verdicts = run_decode(_SpinsInTrain, max_positions=8, timeout=1)
+    took = time.monotonic() - start
+    expected = {pid: "timeout" if pid in TRAIN_MODE else "pass" for pid in _statuses(verdicts)}
+    assert _statuses(verdicts) == expected, _table(verdicts)
+    v = _by_id(verdicts)["DECODE-TRAIN-ACTIVE", "cpu"]
+    assert v.summary.startswith("did not finish within the 1 s limit (--timeout): the model hangs"), v.summary
+    assert v.evidence["isolation"] == "fork" and v.evidence["timeout_s"] == 1, v.evidence
+    assert took < 20, f"two 1 s time-outs and six quick checks: expected well under 20 s, took {took:.1f} s"
+
+
+@needs_fork
+def test_model_that_hangs_everywhere_times_out_once_in_the_probe():
+    start = time.monotonic()
+    verdicts = run_decode(_SleepsAlways, max_positions=8, timeout=1)
+    took = time.monotonic() - start
+    runnable = [v for v in verdicts if v.property_id != "DECODE-CPU-CUDA"]
+    assert all(v.status is Status.TIMEOUT for v in runnable), _table(verdicts)
+    assert took < 10, f"one 1 s time-out (the first build and forward), then nothing to run: took {took:.1f} s"
+
+
+@needs_fork
+def test_model_that_crashes_in_train_mode_errors_there_only():
+    verdicts = run_decode(_SegfaultsInTrain, max_positions=8, timeout=30)
+    expected = {pid: "error" if pid in TRAIN_MODE else "pass" for pid in _statuses(verdicts)}
+    assert _statuses(verdicts) == expected, _table(verdicts)
+    v = _by_id(verdicts)["DECODE-TRAIN-ACTIVE", "cpu"]
+    assert v.summary.startswith("crashed: ") and "SIGSEGV" in v.summary, v.summary
+
+
+@needs_fork
+def test_model_that_eats_memory_is_reported_and_the_next_check_gets_a_fresh_worker():
+    verdicts = run_decode(_HogsMemoryInTrain, max_positions=8, timeout=60, memory_limit_mb=512)
+    expected = {pid: "error" if pid in TRAIN_MODE else "pass" for pid in _statuses(verdicts)}
+    assert _statuses(verdicts) == expected, _table(verdicts)
+    v = _by_id(verdicts)["DECODE-TRAIN-ACTIVE", "cpu"]
+    assert v.summary.startswith("out of memory (limit: 512 MiB beyond the check's start)"), v.summary
+    assert v.evidence["out_of_memory"] is True, sorted(v.evidence)
+
+
+@needs_fork
+def test_cli_decode_takes_the_limits_and_streams_verdicts(tmp_path, capsys):
+    model_file = tmp_path / "spins.py"
+    model_file.write_text("from dropcheck.gpt import GPTModel\n\n\n"
+                          "class SpinsInTrain(GPTModel):\n"
+                          "    def forward(self, idx, cache=None):\n"
+                          "        while self.training:\n"
+                          "            pass\n"
+                          "        return super().forward(idx, cache)\n")
+    code = main(["decode", f"{model_file}:SpinsInTrain", "--only", "DECODE-REPEAT,DECODE-TRAIN-ACTIVE",
+                 "--max-positions", "8", "--timeout", "1", "--memory-limit", "1024"])
+    out = capsys.readouterr().out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.split()[:1] in (["PASS"], ["TIMEOUT"])}
+    assert code == 1, f"a TIMEOUT verdict: expected exit 1, got {code}\n{out}"
+    assert lines["DECODE-REPEAT"].startswith("PASS") and lines["DECODE-TRAIN-ACTIVE"].startswith("TIMEOUT"), out
+
+
+def test_cli_decode_target_whose_import_hangs_exits_2(tmp_path, capsys):
+    model_file = tmp_path / "hangs.py"
+    model_file.write_text("import time\ntime.sleep(3600)\n")
+    code = main(["decode", f"{model_file}:Model", "--timeout", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "importing it did not finish within 1 s" in err, f"expected exit 2 naming the hang, got {code}: {err}"
 
 
 # --- pieces ----------------------------------------------------------------------------------------

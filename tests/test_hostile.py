@@ -26,16 +26,11 @@ from dropcheck.options import CHECK_OPTIONS
 from dropcheck.runner import run_check
 from dropcheck.verdict import Status
 from tests import hostile_impls as hostile
-from tests.conftest import join_reapers
+from tests.conftest import join_reapers, needs_fork
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE_FILE = Path(hostile.__file__)
 
-needs_fork = pytest.mark.skipif(
-    guard.choose_mechanism("cpu") != "fork",
-    reason="checks run in-process here (not Linux, or CUDA already initialised): a crash or a signal-proof "
-           "hang cannot be contained without a forked child",
-)
 needs_main_thread = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="SIGALRM works only in the main thread"
 )
