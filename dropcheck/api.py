@@ -80,11 +80,13 @@ class DecodeResult:
     finished: str
     duration_s: float
     versions: dict[str, str]
+    interrupted: bool = False  # Ctrl-C: `verdicts` holds those gathered before it
 
     @property
     def ok(self) -> bool:
-        """True when no property failed, errored or timed out (skips and passes only)."""
-        return not failures(self.verdicts)
+        """True when no property failed, errored or timed out (skips and passes only) and the run
+        was not interrupted."""
+        return not self.interrupted and not failures(self.verdicts)
 
     def failures(self) -> list[Verdict]:
         return failures(self.verdicts)
@@ -104,6 +106,7 @@ class DecodeResult:
             "devices": self.devices,
             "max_positions": self.max_positions,
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "started": self.started,
             "finished": self.finished,
             "duration_s": round(self.duration_s, 3),
@@ -128,7 +131,8 @@ def decode(
     `target` is None (the built-in GPT), `"pkg.mod:NAME"`, `"path/file.py:NAME"`, a zero-argument
     factory, an `nn.Module` subclass or a module instance, mapping token ids (B, T) to logits.
     Each check runs under `timeout` seconds and `memory_limit_mb`, as in `check`; `on_verdict` is
-    called with each verdict as it comes.
+    called with each verdict as it comes. Ctrl-C ends the run: the result holds the verdicts so
+    far, with `interrupted` set.
 
     >>> result = decode(only=["DECODE-REPEAT"], max_positions=8)
     >>> result.ok, result.verdicts[0].property_id
@@ -140,8 +144,19 @@ def decode(
     t0 = time.perf_counter()
     devices = expand_devices(device)
     max_positions = DEFAULT_MAX_POSITIONS if max_positions is None else max_positions
-    verdicts = run_decode(target, devices=tuple(devices), seed=seed, max_positions=max_positions, only=_ids(only),
-                          timeout=timeout, memory_limit_mb=memory_limit_mb, on_verdict=on_verdict)
+    verdicts: list[Verdict] = []
+
+    def gather(verdict: Verdict) -> None:
+        verdicts.append(verdict)
+        if on_verdict is not None:
+            on_verdict(verdict)
+
+    interrupted = False
+    try:
+        run_decode(target, devices=tuple(devices), seed=seed, max_positions=max_positions, only=_ids(only),
+                   timeout=timeout, memory_limit_mb=memory_limit_mb, on_verdict=gather)
+    except KeyboardInterrupt:  # the check that was running was stopped (dropcheck.guard); keep the rest
+        interrupted = True
     return DecodeResult(
         target=target if isinstance(target, str) else BUILTIN_GPT if target is None else _describe(target),
         seed=seed,
@@ -152,6 +167,7 @@ def decode(
         finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - t0,
         versions=versions(),
+        interrupted=interrupted,
     )
 
 

@@ -11,6 +11,7 @@ a bad one never leaves a half-written report behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from dropcheck import __version__
@@ -101,20 +103,59 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-def write_report(con: Any, path: Path, report: dict[str, Any]) -> None:
-    """Write a run's JSON report after its verdicts were printed; a failure to write is an error
-    that says the printed verdicts are complete."""
-    try:
-        write_json_atomically(path, report)
-    except OSError as e:  # the directory went away or became read-only during the run
-        raise UsageError(f"could not write the report {path}: {e.strerror or e}; "
-                         "the verdicts printed above are complete") from e
-    con.print(f"wrote {path}", style="dim")
+class VerdictStream:
+    """Prints each verdict as it comes (stdout) and advances the progress bar (stderr)."""
+
+    def __init__(self, con: Any, advance: Any):
+        self.con, self.advance = con, advance
+        self.shown: set[int] = set()
+
+    def __call__(self, verdict: Any) -> None:
+        from dropcheck import console as out
+
+        out.verdict_line(self.con, verdict)
+        self.shown.add(id(verdict))
+        self.advance(verdict)
+
+    def catch_up(self, verdicts: list[Any]) -> None:
+        """Print those a Ctrl-C kept from being printed (it can land between gathering and printing)."""
+        from dropcheck import console as out
+
+        for verdict in verdicts:
+            if id(verdict) not in self.shown:
+                out.verdict_line(self.con, verdict)
+
+
+@contextlib.contextmanager
+def verdict_stream(con: Any, description: str, total: int) -> Iterator[VerdictStream]:
+    """A run's `on_verdict`: each verdict printed as it comes, under a progress bar on stderr."""
+    from dropcheck.progress import verdict_progress
+
+    with verdict_progress(description, total) as advance:
+        yield VerdictStream(con, advance)
+
+
+def conclude(con: Any, result: Any, json_path: Path | None) -> int:
+    """The end of a check or decode run, once its verdicts are printed: a word if Ctrl-C cut it
+    short, the JSON report (a failure to write it is an error that says the printed verdicts are
+    complete), and the exit code."""
+    if result.interrupted:
+        con.print(f"interrupted (Ctrl-C): the {len(result.verdicts)} verdicts above were gathered before it", style="bold")
+    if json_path is not None:
+        try:
+            write_json_atomically(json_path, result.to_dict())
+        except OSError as e:  # the directory went away or became read-only during the run
+            raise UsageError(f"could not write the report {json_path}: {e.strerror or e}; "
+                             "the verdicts printed above are complete") from e
+        con.print(f"wrote {json_path}", style="dim")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAIL
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
-    from dropcheck.progress import count_check_verdicts, verdict_progress
+    from dropcheck.progress import count_check_verdicts
     from dropcheck.runner import check_only, expand_devices, run_check
     from dropcheck.targets import resolve_within
 
@@ -130,31 +171,16 @@ def cmd_check(args: argparse.Namespace) -> int:
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
     start = time.perf_counter()
     total = count_check_verdicts(opts["contract"], opts["p"], expand_devices(opts["device"]), opts["only"])
-    shown: set[int] = set()
-    with verdict_progress(f"check {resolved.spec}", total) as advance:  # on stderr: stdout stays the verdicts
-
-        def on_verdict(v: Any) -> None:
-            out.verdict_line(con, v)
-            shown.add(id(v))
-            advance(v)
-
+    with verdict_stream(con, f"check {resolved.spec}", total) as stream:
         result = run_check(resolved, contract=opts["contract"],
                            ps=opts["p"], device=opts["device"], seed=opts["seed"], profile=opts["profile"],
-                           only=opts["only"], dtype=opts["dtype"], on_verdict=on_verdict,
+                           only=opts["only"], dtype=opts["dtype"], on_verdict=stream,
                            timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"])
-    for v in result.verdicts:  # a Ctrl-C can land between gathering a verdict and printing it
-        if id(v) not in shown:
-            out.verdict_line(con, v)
+    stream.catch_up(result.verdicts)
     out.summary_line(con, result.verdicts, time.perf_counter() - start)
     con.print(f"alpha budget {result.ledger['family_alpha']:g} over {result.ledger['tests']} statistical tests "
               f"({result.ledger['alpha_each']:.2g} each, Bonferroni)", style="dim")
-    if result.interrupted:
-        con.print(f"interrupted (Ctrl-C): the {len(result.verdicts)} verdicts above were gathered before it", style="bold")
-    if opts["json"] is not None:
-        write_report(con, opts["json"], result.to_dict())
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if result.ok else EXIT_FAIL
+    return conclude(con, result, opts["json"])
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -163,7 +189,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck.api import decode
     from dropcheck.decoding import decode_plan
     from dropcheck.models import resolve_model
-    from dropcheck.progress import verdict_progress
     from dropcheck.runner import expand_devices
     from dropcheck.targets import target_code
 
@@ -179,19 +204,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})
     total = len(decode_plan(expand_devices(opts["device"]), opts["only"]))
-    with verdict_progress(f"decode {target}", total) as advance:  # on stderr: stdout stays the verdicts
-
-        def on_verdict(v: Any) -> None:
-            out.verdict_line(con, v)
-            advance(v)
-
+    with verdict_stream(con, f"decode {target}", total) as stream:
         result = decode(args.target, device=opts["device"], seed=opts["seed"], max_positions=opts["max-positions"],
                         only=opts["only"], timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"],
-                        on_verdict=on_verdict)
+                        on_verdict=stream)
+    stream.catch_up(result.verdicts)
     out.summary_line(con, result.verdicts, result.duration_s)
-    if opts["json"] is not None:
-        write_report(con, opts["json"], result.to_dict())  # the same report as dropcheck.decode(...).to_dict()
-    return EXIT_OK if result.ok else EXIT_FAIL
+    return conclude(con, result, opts["json"])  # the same report as dropcheck.decode(...).to_dict()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

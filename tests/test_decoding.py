@@ -1,6 +1,7 @@
 """DECODE-* properties: the built-in GPT passes them all; each broken model fails the one it targets."""
 import ctypes
 import faulthandler
+import json
 import os
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+import dropcheck
+from dropcheck import guard
 from dropcheck.cli import main
 from dropcheck.decoding import cuda_determinism, run_decode
 from dropcheck.models import Decode, compare_tie_aware, resolve_model
@@ -318,6 +321,36 @@ def test_cli_decode_takes_the_limits_and_streams_verdicts(tmp_path, capsys):
     lines = {line.split()[1]: line for line in out.splitlines() if line.split()[:1] in (["PASS"], ["TIMEOUT"])}
     assert code == 1, f"a TIMEOUT verdict: expected exit 1, got {code}\n{out}"
     assert lines["DECODE-REPEAT"].startswith("PASS") and lines["DECODE-TRAIN-ACTIVE"].startswith("TIMEOUT"), out
+
+
+class _InterruptedInTrain(GPTModel):
+    """Raises KeyboardInterrupt in a train-mode forward, as Ctrl-C would while the model runs."""
+
+    def forward(self, idx, cache=None):
+        if self.training:
+            raise KeyboardInterrupt
+        return super().forward(idx, cache)
+
+
+@pytest.mark.parametrize("mechanism", [pytest.param("fork", marks=needs_fork), "alarm"])
+def test_ctrl_c_in_the_model_ends_the_run_with_the_verdicts_so_far(mechanism, monkeypatch):
+    monkeypatch.setattr(guard, "choose_mechanism", lambda device="cpu": mechanism)
+    result = dropcheck.decode(_InterruptedInTrain, max_positions=8)
+    got = [(v.property_id, v.status.value) for v in result.verdicts]
+    assert result.interrupted and not result.ok, f"expected an interrupted, not-ok result, got {got}"
+    assert got == [("DECODE-REPEAT", "pass"), ("DECODE-RNG-FREE", "pass")], f"expected the two checks before it, got {got}"
+    assert result.to_dict()["interrupted"] is True
+
+
+@needs_fork
+def test_cli_decode_interrupted_exits_130_and_writes_what_it_has(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    code = main(["decode", f"{Path(__file__)}:_InterruptedInTrain", "--max-positions", "8", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert code == 130, f"Ctrl-C: expected exit 130, got {code}\n{out}"
+    assert "interrupted (Ctrl-C): the 2 verdicts above were gathered before it" in out, out
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True and len(data["verdicts"]) == 2, data
 
 
 def test_cli_decode_target_whose_import_hangs_exits_2(tmp_path, capsys):
