@@ -155,8 +155,7 @@ def conclude(con: Any, result: Any, json_path: Path | None) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
-    from dropcheck.progress import count_check_verdicts
-    from dropcheck.runner import check_only, expand_devices, run_check
+    from dropcheck.runner import check_only, check_plan, expand_devices, run_check
     from dropcheck.targets import resolve_within
 
     opts = parse_options(args, CHECK_OPTIONS)
@@ -170,7 +169,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
     start = time.perf_counter()
-    total = count_check_verdicts(opts["contract"], opts["p"], expand_devices(opts["device"]), opts["only"])
+    total = len(check_plan(opts["contract"], opts["p"], expand_devices(opts["device"]), opts["only"]))
     with verdict_stream(con, f"check {resolved.spec}", total) as stream:
         result = run_check(resolved, contract=opts["contract"],
                            ps=opts["p"], device=opts["device"], seed=opts["seed"], profile=opts["profile"],

@@ -48,8 +48,7 @@ def run_matrix(
     """Check every catalogue entry and decode the built-in GPT; write each report; return them all."""
     from dropcheck.api import decode as run_decode_api
     from dropcheck.defaults import DEFAULT_PS, DEFAULT_SEED
-    from dropcheck.progress import count_check_verdicts
-    from dropcheck.runner import expand_devices, run_check
+    from dropcheck.runner import check_plan, expand_devices, run_check
 
     if catalogue is None:
         from reference_impls import CATALOGUE as catalogue
@@ -58,7 +57,7 @@ def run_matrix(
     reports = []
     outer = progress.add("matrix", len(catalogue) + int(decode)) if progress else None
     for target, contract in catalogue:
-        inner = progress.add(f"  {target}", count_check_verdicts(contract, DEFAULT_PS, expand_devices(device), None)) if progress else None
+        inner = progress.add(f"  {target}", len(check_plan(contract, DEFAULT_PS, expand_devices(device)))) if progress else None
 
         def advance(v: Any, task: int | None = inner) -> None:
             if progress:

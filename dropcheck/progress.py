@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -71,18 +71,6 @@ class Progress:
             self._bar.remove_task(task)
         if message:
             self.console.print(message, soft_wrap=True, markup=False)
-
-
-def count_check_verdicts(contract: str, ps: Sequence[float], devices: Sequence[str], only: Sequence[str] | None) -> int:
-    """How many verdicts `run_check` will emit: the total of its progress bar."""
-    import torch
-
-    from dropcheck import registry
-
-    props = [p for p in registry.for_contract(contract) if not only or p.id in only]
-    exact = sum(p.kind == "exact" for p in props)
-    stat = len(props) - exact
-    return sum(exact + stat * len(ps) if d == "cpu" or torch.cuda.is_available() else len(props) for d in devices)
 
 
 @contextlib.contextmanager

@@ -200,9 +200,8 @@ def run_check(
     statistical_ids = [p.id for p in properties if p.kind == "statistical"]
     ledger = Ledger.plan(statistical_ids, [p for p in ps if 0.0 < p < 1.0], runnable)
     if only:
-        wanted = [registry.get(pid).id for pid in only]
-        check_only(wanted, con.name)
-        properties = [p for p in properties if p.id in wanted]
+        check_only([registry.get(pid).id for pid in only], con.name)
+    plan = [slot for slot in check_plan(con.name, ps, devices, only) if keep(*slot)]
 
     verdicts: list[Verdict] = []
 
@@ -217,19 +216,20 @@ def run_check(
     interrupted = False
     try:
         for dev in devices:
+            slots = [(pid, p) for pid, p, d in plan if d == dev]
             if dev not in runnable:
-                for prop in properties:
-                    if keep(prop.id, None, dev):
-                        emit(Verdict(prop.id, Status.SKIP, CUDA_MISSING, device=dev, seed=seed))
+                for pid, _ in slots:
+                    emit(Verdict(pid, Status.SKIP, CUDA_MISSING, device=dev, seed=seed))
                 continue
             mechanism = limits["isolation"][dev] = _mechanism(resolved, dev)
             # The spatial rank is set by the probe, run before the other checks for a channel contract.
             ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, 1, getattr(torch, dtype),
                                prof.name)
-            planned: list[Planned] = [(prop.id, None, functools.partial(run_exact, ctx, prop.id))
-                                      for prop in properties if prop.kind == "exact" and keep(prop.id, None, dev)]
-            planned += [(prop.id, p, functools.partial(run_statistical, ctx, prof, ledger, prop.id, p))
-                        for p in ps for prop in properties if prop.kind == "statistical" and keep(prop.id, p, dev)]
+            planned: list[Planned] = [
+                (pid, p, functools.partial(run_exact, ctx, pid) if p is None
+                 else functools.partial(run_statistical, ctx, prof, ledger, pid, p))
+                for pid, p in slots
+            ]
             parallel = side_by_side(mechanism, len({lane_of(pid, p) for pid, p, _ in planned}))
             limits["lanes"][dev] = "side by side" if parallel else "one after the other"
             try:
@@ -275,6 +275,27 @@ def _probe_into(ctx: CheckContext) -> int:
     first check of the sequence: it sets the rank in the process that runs the checks after it."""
     ctx.spatial_rank = probe_spatial_rank(ctx.target, ctx.device)
     return ctx.spatial_rank
+
+
+def check_plan(contract: str, ps: Sequence[float], devices: Sequence[str],
+               only: Sequence[str] | None = None) -> list[tuple[str, float | None, str]]:
+    """(property ID, p, device) of each verdict `run_check` gives, in its order: device by device,
+    the exact properties (p None), then each statistical one at each p; on a CUDA device this
+    machine lacks, one skip per property (p None).
+
+    >>> check_plan("inverted", [0.5], ["cpu"], only=["EVAL-IDENTITY", "DROP-RATE"])
+    [('EVAL-IDENTITY', None, 'cpu'), ('DROP-RATE', 0.5, 'cpu')]
+    """
+    wanted = {registry.get(pid).id for pid in only} if only else None
+    properties = [p for p in registry.for_contract(contract) if wanted is None or p.id in wanted]
+    plan: list[tuple[str, float | None, str]] = []
+    for dev in devices:
+        if dev != "cpu" and not torch.cuda.is_available():
+            plan += [(prop.id, None, dev) for prop in properties]
+            continue
+        plan += [(prop.id, None, dev) for prop in properties if prop.kind == "exact"]
+        plan += [(prop.id, float(p), dev) for p in ps for prop in properties if prop.kind == "statistical"]
+    return plan
 
 
 Planned = tuple[str | None, float | None, Callable[[], Any]]  # (property ID, p, check); ID None: the probe

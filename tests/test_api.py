@@ -85,3 +85,26 @@ def test_import_dropcheck_is_light():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"import dropcheck / dropcheck.plugin loaded {out.strip()}"
+
+
+def test_the_plans_name_every_verdict_in_order():
+    """The progress bars' totals and the pytest plugin's decode tests come from these plans."""
+    from dropcheck.decoding import decode_plan
+    from dropcheck.runner import check_plan
+
+    devices = ["cpu", "cuda"]
+    cuda = [("EVAL-IDENTITY", None, "cuda"), ("DROP-RATE", 0.1, "cuda"), ("DROP-RATE", 0.5, "cuda")]
+    if not torch.cuda.is_available():
+        cuda = [("EVAL-IDENTITY", None, "cuda"), ("DROP-RATE", None, "cuda")]  # one skip per property
+    expected = [("EVAL-IDENTITY", None, "cpu"), ("DROP-RATE", 0.1, "cpu"), ("DROP-RATE", 0.5, "cpu")] + cuda
+    only = ["EVAL-IDENTITY", "DROP-RATE"]
+    assert check_plan("inverted", [0.1, 0.5], devices, only) == expected
+    result = dropcheck.check(torch.nn.Dropout, ps=[0.1, 0.5], device=devices, profile="quick", only=only)
+    got = [(v.property_id, v.p, v.device) for v in result.verdicts]
+    assert got == expected, f"run_check: expected {expected}, got {got}"
+
+    expected = [("DECODE-REPEAT", "cpu"), ("DECODE-REPEAT", "cuda"), ("DECODE-CPU-CUDA", "cuda")]
+    assert decode_plan(devices, ["DECODE-REPEAT", "DECODE-CPU-CUDA"]) == expected
+    decoded = dropcheck.decode(device=devices, only=["DECODE-REPEAT", "DECODE-CPU-CUDA"], max_positions=8)
+    got = [(v.property_id, v.device) for v in decoded.verdicts]
+    assert got == expected, f"run_decode: expected {expected}, got {got}"
