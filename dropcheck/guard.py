@@ -85,6 +85,21 @@ _FORK_LOCK = threading.Lock()
 _READ_ENDS: set[int] = set()
 
 
+class _SequenceEnd:
+    """What a check returns to end its sequence there (dropcheck.lanes: nothing left to take): the
+    checks after it are not run, and it has no outcome of its own. It pickles by name, so the one a
+    worker sends back is this very object."""
+
+    def __reduce__(self) -> str:
+        return "SEQUENCE_END"
+
+    def __repr__(self) -> str:
+        return "dropcheck.guard.SEQUENCE_END"
+
+
+SEQUENCE_END = _SequenceEnd()
+
+
 class Stopped(BaseException):
     """`run_sequence` was told to stop (its `stop` event was set); its worker is killed and reaped."""
 
@@ -153,7 +168,8 @@ def run_sequence(
     check returned, says whether the checks after it need a fresh worker (an out-of-memory verdict,
     say: whatever filled the memory may still hold it). Ctrl-C (or a KeyboardInterrupt raised by a
     check) stops the worker and is re-raised; the outcomes delivered so far are all there is.
-    `stop`, set from another thread (dropcheck.lanes), does the same but raises `Stopped`.
+    `stop`, set from another thread (dropcheck.lanes), does the same but raises `Stopped`. A check
+    that returns `SEQUENCE_END` ends the sequence there, with no outcome for itself.
 
     >>> [o.value for o in run_sequence([lambda: 1, lambda: 2], timeout=5)]
     [1, 2]
@@ -176,7 +192,10 @@ def run_sequence(
         for fn in checks:
             if stop is not None and stop.is_set():
                 raise Stopped
-            deliver(_run_in_process(fn, timeout, mechanism))
+            outcome = _run_in_process(fn, timeout, mechanism)
+            if outcome.status == "ok" and outcome.value is SEQUENCE_END:
+                break
+            deliver(outcome)
     return outcomes
 
 
@@ -259,6 +278,9 @@ def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float 
             elif kind == "done":
                 _, index, elapsed, result = message
                 current, following, waiting_since = None, index + 1, time.monotonic()
+                if result[0] == "ok" and result[1] is SEQUENCE_END:  # the sequence ends here
+                    finished = True
+                    return len(checks)
                 deliver(_outcome(result, elapsed, timeout))
                 if following >= len(checks):  # nothing left for it to do: no need to wait for its "end"
                     finished = True
@@ -354,6 +376,8 @@ def _worker(checks: Sequence[Callable[[], Any]], first: int, write_end: int, mem
                 with contextlib.suppress(BaseException):
                     stream.flush()
             _send(write_end, ("done", index, elapsed, result))
+            if result[0] == "ok" and result[1] is SEQUENCE_END:
+                break
             if index + 1 < len(checks) and _worn_out(result, fresh_after, born, memory_limit_mb):
                 last = ("retire",)
                 break

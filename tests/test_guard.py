@@ -18,12 +18,8 @@ import pytest
 from dropcheck import guard, lanes
 from dropcheck.runner import run_check
 from tests import hostile_impls as hostile
-from tests.conftest import join_reapers
+from tests.conftest import join_reapers, needs_fork
 
-needs_fork = pytest.mark.skipif(
-    guard.choose_mechanism("cpu") != "fork",
-    reason="checks run in-process here (not Linux, or CUDA already initialised)",
-)
 needs_main_thread = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="SIGALRM works only in the main thread"
 )
@@ -288,3 +284,12 @@ def test_messages_are_framed_pickles():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.mark.parametrize("mechanism", [pytest.param("fork", marks=needs_fork), "alarm"])
+def test_a_check_that_returns_sequence_end_ends_the_sequence_there(mechanism):
+    ran_after = []
+    outcomes = guard.run_sequence([pid, lambda: guard.SEQUENCE_END, lambda: ran_after.append(1)], TIMEOUT,
+                                  mechanism=mechanism, memory_limit_mb=None)
+    assert [o.status for o in outcomes] == ["ok"], f"expected one outcome (the check before the end), got {outcomes}"
+    assert not ran_after, "the check after SEQUENCE_END ran"

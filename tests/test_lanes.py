@@ -16,7 +16,8 @@ import pytest
 from dropcheck import guard, lanes, registry, runner, statistical
 from dropcheck.runner import run_check
 from dropcheck.targets import CallMeter, resolve_dropout
-from tests.test_guard import exit_3, forks, hang, needs_fork, pid  # noqa: F401  (forks: a fixture)
+from tests.conftest import needs_fork
+from tests.test_guard import exit_3, forks, hang, pid  # noqa: F401  (forks: a fixture)
 
 TIMEOUT = 5.0
 
@@ -79,6 +80,25 @@ def test_a_crash_in_one_lane_loses_nothing_in_either():
     got, _, _ = run([[pid, exit_3, pid], [pid, sleeper(0.5)]])
     assert [s for s, _ in got[0]] == ["ok", "crashed", "ok"] and "exit code 3" in got[0][1][1], got
     assert [s for s, _ in got[1]] == ["ok", "ok"], got
+
+
+@needs_fork
+def test_a_lane_done_early_takes_the_other_lanes_waiting_checks():
+    # Lane 0 is busy 0.3 s, so lane 1's worker takes the 1 s sleeper; lane 0 then takes the rest.
+    got, seen, took = run([[sleeper(0.3)], [sleeper(1.0), pid, pid, pid]])
+    lane0_pid, sleeper_pid = got[0][0][1], got[1][0][1]
+    helped = [value for _, value in got[1][1:]]
+    assert helped == [lane0_pid] * 3 and sleeper_pid != lane0_pid, (
+        f"expected lane 0's worker (pid {lane0_pid}) to run the three checks waiting behind the sleeper "
+        f"(pid {sleeper_pid}), got pids {helped}")
+    assert seen == [0, 1, 2, 3, 4], f"outcomes still come in the checks' order: {seen}"
+
+
+@needs_fork
+def test_a_shared_check_that_hangs_or_crashes_gets_its_own_outcome_whoever_ran_it():
+    got, _, took = run([[sleeper(0.2)], [sleeper(1.2), hang, exit_3, pid]], timeout=2.0)
+    assert [s for s, _ in got[1]] == ["ok", "timeout", "crashed", "ok"], got
+    assert took < 4.5, f"one 2 s time-out beside a 1.2 s sleeper: expected about 2.3 s, took {took:.2f} s"
 
 
 @needs_fork
