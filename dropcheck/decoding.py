@@ -343,14 +343,16 @@ def run_decode(
 
     Each check runs under `timeout` seconds and `memory_limit_mb` (None or 0: no limit), as
     `dropcheck check`'s do (dropcheck.guard): a model that hangs, crashes or runs out of memory
-    gets a TIMEOUT or ERROR verdict for that check, and the run goes on. The verdicts come device
-    by device, as `dropcheck check`'s do (so that the CPU checks are forked before anything
-    initialises CUDA), DECODE-CPU-CUDA last; `on_verdict` is called with each as it comes.
+    gets a TIMEOUT or ERROR verdict for that check, and the run goes on. On the CPU the checks run
+    in a forked worker on one torch thread (dropcheck.guard says why), unless CUDA is already
+    initialised in this process: then in-process, under SIGALRM. The verdicts come device by device,
+    in the order given (list cpu first, as `expand_devices` does, so that its checks are forked
+    before the CUDA ones initialise CUDA), DECODE-CPU-CUDA last; `on_verdict` sees each as it comes.
 
     >>> [v.status.value for v in run_decode(max_positions=8, only=["DECODE-REPEAT"])]
     ['pass']
     """
-    devices = (devices,) if isinstance(devices, str) else tuple(devices)
+    devices = (devices,) if isinstance(devices, str) else tuple(dict.fromkeys(devices))
     plan = decode_plan(devices, only)
     if max_positions < 2:
         raise ValueError(f"max_positions={max_positions}: need room for a prompt and one new token")
@@ -421,8 +423,9 @@ def _run_on_device(run: _Run, pids: list[str], unusable: Outcome | None, limits:
                                                                         max_positions), duration_s)
 
     if unusable is not None:
+        status, summary, evidence = unusable
         for index in range(len(pids)):
-            emit(verdict(index, unusable, 0.0))
+            emit(verdict(index, (status, summary, dict(evidence)), 0.0))
         return
     checks = [functools.partial(_guarded, functools.partial(_CHECKS[pid], run), derive_seed(run.seed, pid, run.device))
               for pid in pids]
@@ -453,12 +456,15 @@ def _probe(subject: ModelTarget, model_seed: int, max_positions: int, limits: _L
     (None, V), or (why no check can run, 0); a TARGET that is not a model raises TargetError."""
     ended = guard.run_limited(functools.partial(_probe_once, subject, model_seed, max_positions), limits.timeout_s,
                               device="cpu", memory_limit_mb=limits.memory_limit_mb)
-    if ended.status != "ok":
-        return _ended(ended, limits), 0
-    kind, value = ended.value
-    if kind == "target-error":
-        raise TargetError(value)
-    return (None, value) if kind == "vocab" else (value, 0)
+    if ended.status == "ok":
+        kind, value = ended.value
+        if kind == "target-error":
+            raise TargetError(value)
+        if kind == "vocab":
+            return None, value
+        ended = dataclasses.replace(ended, value=value)  # the model's own error, read as a check's would be
+    status, summary, evidence = _ended(ended, limits)
+    return (status, f"before any check, building the model and one forward on the CPU: {summary}", evidence), 0
 
 
 def _probe_once(subject: ModelTarget, model_seed: int, max_positions: int) -> tuple[str, Any]:

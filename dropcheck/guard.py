@@ -311,6 +311,12 @@ def _run_worker(checks: Sequence[Callable[[], Any]], first: int, timeout: float 
     return index + 1
 
 
+def fork_lock() -> threading.Lock:
+    """The lock held around each fork here: hold it while a file descriptor that no worker may
+    inherit is open (dropcheck.lanes' token pipe, until its write end is closed)."""
+    return _FORK_LOCK
+
+
 def _forget_lanes() -> None:
     """In a new worker: the fork lock as free and no read ends, should a check use dropcheck itself."""
     global _FORK_LOCK

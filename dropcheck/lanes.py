@@ -13,7 +13,7 @@ Why this way:
   allocation failure, nothing lost) holds in each lane unchanged. The threads only wait on pipes;
   the work is in the workers.
 - The last lane's checks are shared: a worker done with its own takes the next one waiting there
-  (`_Pool`), so neither lane idles while the other has checks left. Without that, the search lane
+  (`_Pool`), so no worker idles while a shared check waits. Without that, the search lane
   was the long one at `quick`, and at `default` whenever the machine slowed it. Measured on 2
   cores (8 runs of the bench's lanes child, alternating with sharing switched off, on a noisy
   machine): `quick` run median 0.28 and 0.25 s, against 0.36 and 0.32 s without; `default`
@@ -108,8 +108,8 @@ def run_lanes(
     # whichever worker is free takes the next one (_Pool). So the lanes end together, also when the
     # one meant to be short is slowed down or is the long one (module docstring: measured).
     shared = members[max(members)] if len(members[max(members)]) <= _Pool.MOST else []
-    pool = _Pool(shared, list(members)) if shared else None
     own = {lane: [i for i in mine if i not in set(shared)] for lane, mine in members.items()}
+    pool: _Pool | None = None  # made in the try below, before any lane starts
 
     def drive(lane: int) -> None:  # in the lane's thread: everything goes through the inbox
         mine = own[lane]
@@ -134,6 +134,7 @@ def run_lanes(
     in_order = _InOrder(deliver)
     running = len(threads)
     try:
+        pool = _Pool(shared, list(members)) if shared else None
         for t in threads:
             t.start()
         while running:
@@ -147,10 +148,10 @@ def run_lanes(
                 running -= 1
             else:
                 raise item
-        # A shared check whose worker was killed between taking it and saying so has no outcome
-        # (only an outside kill can do that): it runs now, alone.
-        missing = in_order.missing(len(checks))
-        guard.run_sequence([checks[i] for i in missing], timeout, on_outcome=lambda j, o: in_order.add(missing[j], o),
+        # A shared check taken by a worker that died before noting it (a thread the implementation
+        # left running can end the worker at any moment) has no outcome: it runs now, alone.
+        lost = [i for i in in_order.missing(len(checks)) if i in set(shared)]
+        guard.run_sequence([checks[i] for i in lost], timeout, on_outcome=lambda j, o: in_order.add(lost[j], o),
                            **common)
     except BaseException:
         stop.set()
@@ -202,12 +203,13 @@ class _InOrder:
 class _Pool:
     """Checks that any lane's worker may take, each exactly once (see `run_lanes`).
 
-    Their positions are 4-byte tokens in a pipe, written once and closed before any worker is
-    forked: a worker takes the next check by reading 4 bytes (the kernel serialises the reads of
-    one pipe, so no two workers get the same token, and an empty pipe reads as end of file). It
-    then notes, in its slot of a memory map shared with the parent, which check it took: the
-    parent needs that to name the check when a time-out or a crash ended the worker instead of an
-    answer. Each lane has one slot per shared check, for the case where it takes them all."""
+    Their positions are 4-byte tokens in a pipe, written before any worker is forked, its write end
+    closed under the fork lock (so that no worker inherits it): a worker takes the next check by
+    reading 4 bytes (the kernel serialises the reads of one pipe, so no two workers get the same
+    token; an empty pipe, non-blocking, means all are taken). It then notes, in its slot of a
+    memory map shared with the parent, which check it took: the parent needs that to name the
+    check when a time-out or a crash ended the worker instead of an answer. Each lane has one slot
+    per shared check, for the case where it takes them all."""
 
     MOST = 1024  # tokens: 4 KiB, what any pipe holds, so that writing them never blocks
 
@@ -217,18 +219,27 @@ class _Pool:
         cells = len(self.indices) * len(lanes)
         self._taken = mmap.mmap(-1, 4 * cells)  # MAP_SHARED: what a worker writes, the parent reads
         self._taken.write(struct.pack(f"={cells}i", *([-1] * cells)))
-        self._read_end, write_end = os.pipe()
-        try:
-            os.write(write_end, struct.pack(f"={len(self.indices)}i", *range(len(self.indices))))
-        finally:
-            os.close(write_end)
+        with guard.fork_lock():
+            self._read_end, write_end = os.pipe()
+            try:
+                os.write(write_end, struct.pack(f"={len(self.indices)}i", *range(len(self.indices))))
+                os.set_blocking(self._read_end, False)
+            except BaseException:
+                os.close(self._read_end)
+                self._taken.close()
+                raise
+            finally:
+                os.close(write_end)
 
     def slots(self, lane: int, checks: Sequence[Callable[[], Any]]) -> list[Callable[[], Any]]:
         """A lane's turns at the shared checks: each runs the next one untaken, or ends the lane."""
         return [functools.partial(self._take, lane, slot, checks) for slot in range(len(self.indices))]
 
     def _take(self, lane: int, slot: int, checks: Sequence[Callable[[], Any]]) -> Any:  # in a worker
-        token = os.read(self._read_end, 4)
+        try:
+            token = os.read(self._read_end, 4)
+        except BlockingIOError:
+            token = b""
         if not token:
             return guard.SEQUENCE_END  # all taken: this lane is done
         (k,) = struct.unpack("=i", token)
@@ -238,7 +249,7 @@ class _Pool:
     def taken(self, lane: int, slot: int) -> int | None:
         """The check a lane's slot took (its index in the run), or None if it took none."""
         (k,) = struct.unpack_from("=i", self._taken, 4 * (self._first_cell[lane] + slot))
-        return None if k < 0 else self.indices[k]
+        return self.indices[k] if 0 <= k < len(self.indices) else None
 
     def close(self) -> None:
         os.close(self._read_end)

@@ -73,8 +73,17 @@ def run_matrix(
             progress.finish(inner, f"{'ok  ' if data['ok'] else 'FAIL'} {target} ({contract}): {_counts(data)} in {data['duration_s']:.0f} s")
             progress.advance(outer, target)
     if decode:
-        inner = progress.add("  built-in GPT (decode)", None) if progress else None
-        result = run_decode_api(None, device=device, seed=seed)
+        from dropcheck.decoding import decode_plan
+
+        inner = progress.add("  built-in GPT (decode)", len(decode_plan(expand_devices(device)))) if progress else None
+
+        def advance_decode(v: Any, task: int | None = inner) -> None:
+            if progress:
+                progress.advance(task, v.label)
+
+        result = run_decode_api(None, device=device, seed=seed, on_verdict=advance_decode)
+        if result.interrupted:
+            raise KeyboardInterrupt  # as for the checks above
         data = result.to_dict()
         _write_all(out, GPT_SLUG, data)
         reports.append(data)

@@ -141,6 +141,8 @@ def plan(settings: Settings) -> list[Slice]:
         if settings["only"]:
             props = [p for p in props if p.id in settings["only"]]
         dtype = None if settings["dtype"] == "float32" else settings["dtype"]
+        # Not runner.check_plan: the test IDs must not depend on the machine, so a statistical
+        # property has one test per p on CUDA also where CUDA is absent (each then skips).
         for dev in devices:
             out += [Slice("check", p.id, dev) for p in props if p.kind == "exact"]
             out += [Slice("check", prop.id, dev, p, dtype) for p in settings["p"] for prop in props if prop.kind == "statistical"]

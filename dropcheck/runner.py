@@ -46,9 +46,19 @@ def versions() -> dict[str, str]:
         "machine": platform.machine(),
         "cpu": platform.processor() or platform.machine(),
         "cuda": torch.version.cuda or "none",  # the CUDA runtime torch was built with
-        "cuda_devices": ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        if torch.cuda.is_available() else "none",
+        "cuda_devices": _cuda_devices(),
     }
+
+
+def _cuda_devices() -> str:
+    """The CUDA devices' names, read only where this process has initialised CUDA already (a CUDA
+    run): reading them would initialise it, and from then on every CPU check in this process would
+    run without a forked worker (dropcheck.guard), losing its crash and memory isolation."""
+    if not torch.cuda.is_available():
+        return "none"
+    if not torch.cuda.is_initialized():
+        return f"{torch.cuda.device_count()} (names not read: this run did not use CUDA)"
+    return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 
 
 def expand_devices(device: str | Sequence[str]) -> list[str]:

@@ -22,11 +22,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA not available: torch.cuda.is_available() is False on this machine"
 )
-needs_fork = pytest.mark.skipif(
-    guard.choose_mechanism("cpu") != "fork",
-    reason="checks run in-process here (not Linux, or CUDA already initialised): a crash or a signal-proof "
-           "hang cannot be contained without a forked child",
+# Decided when each test starts, not when this file is imported: a CUDA test that ran earlier in
+# the same process initialised CUDA, and from then on dropcheck runs CPU checks in-process, where a
+# test's segfault or memory hog would hit pytest itself.
+needs_fork = pytest.mark.needs_fork
+NO_FORK_REASON = ("checks run in-process here (not Linux, or CUDA already initialised in this process): a crash "
+                  "or a signal-proof hang cannot be contained without a forked child")
+needs_main_thread = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="SIGALRM works only in the main thread"
 )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("needs_fork") and guard.choose_mechanism("cpu") != "fork":
+        pytest.skip(NO_FORK_REASON)
 
 
 def join_reapers(timeout: float = 10.0) -> list[threading.Thread]:

@@ -18,11 +18,8 @@ import pytest
 from dropcheck import guard, lanes
 from dropcheck.runner import run_check
 from tests import hostile_impls as hostile
-from tests.conftest import join_reapers, needs_fork
+from tests.conftest import join_reapers, needs_fork, needs_main_thread
 
-needs_main_thread = pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="SIGALRM works only in the main thread"
-)
 TIMEOUT = 1.0  # seconds; every check here that should finish takes milliseconds
 
 
@@ -287,9 +284,9 @@ def test_messages_are_framed_pickles():
 
 
 @pytest.mark.parametrize("mechanism", [pytest.param("fork", marks=needs_fork), "alarm"])
-def test_a_check_that_returns_sequence_end_ends_the_sequence_there(mechanism):
-    ran_after = []
-    outcomes = guard.run_sequence([pid, lambda: guard.SEQUENCE_END, lambda: ran_after.append(1)], TIMEOUT,
+def test_a_check_that_returns_sequence_end_ends_the_sequence_there(mechanism, tmp_path):
+    ran_after = tmp_path / "ran"  # a file: the fork variant's checks run in another process
+    outcomes = guard.run_sequence([pid, lambda: guard.SEQUENCE_END, ran_after.touch], TIMEOUT,
                                   mechanism=mechanism, memory_limit_mb=None)
     assert [o.status for o in outcomes] == ["ok"], f"expected one outcome (the check before the end), got {outcomes}"
-    assert not ran_after, "the check after SEQUENCE_END ran"
+    assert not ran_after.exists(), "the check after SEQUENCE_END ran"

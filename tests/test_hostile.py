@@ -26,14 +26,11 @@ from dropcheck.options import CHECK_OPTIONS
 from dropcheck.runner import run_check
 from dropcheck.verdict import Status
 from tests import hostile_impls as hostile
-from tests.conftest import join_reapers, needs_fork
+from tests.conftest import join_reapers, needs_fork, needs_main_thread
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE_FILE = Path(hostile.__file__)
 
-needs_main_thread = pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="SIGALRM works only in the main thread"
-)
 
 
 def check(impl, only, **kw):
