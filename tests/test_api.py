@@ -108,3 +108,19 @@ def test_the_plans_name_every_verdict_in_order():
     decoded = dropcheck.decode(device=devices, only=["DECODE-REPEAT", "DECODE-CPU-CUDA"], max_positions=8)
     got = [(v.property_id, v.device) for v in decoded.verdicts]
     assert got == expected, f"run_decode: expected {expected}, got {got}"
+
+
+def test_versions_never_initialise_cuda(monkeypatch):
+    """Reading the device names would initialise CUDA, and every later CPU check in the process
+    would then lose its forked worker (dropcheck.guard.choose_mechanism)."""
+    from dropcheck import runner
+
+    def would_initialise(*args):
+        raise AssertionError("versions() read a CUDA device name before this process had initialised CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", would_initialise)
+    got = runner.versions()["cuda_devices"]
+    assert got == "2 (names not read: this run did not use CUDA)", got
