@@ -22,7 +22,7 @@ from typing import Any
 from dropcheck.defaults import DEFAULT_CONTRACT, DEFAULT_PROFILE, DEFAULT_PS, DEFAULT_SEED
 from dropcheck.guard import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S
 from dropcheck.runner import CheckResult, expand_devices, run_check, versions
-from dropcheck.verdict import Verdict, failures, summarize
+from dropcheck.verdict import Verdict, failures, gathering, summarize
 
 BUILTIN_GPT = "built-in GPT (dropcheck.gpt)"
 
@@ -144,13 +144,7 @@ def decode(
     t0 = time.perf_counter()
     devices = expand_devices(device)
     max_positions = DEFAULT_MAX_POSITIONS if max_positions is None else max_positions
-    verdicts: list[Verdict] = []
-
-    def gather(verdict: Verdict) -> None:
-        verdicts.append(verdict)
-        if on_verdict is not None:
-            on_verdict(verdict)
-
+    verdicts, gather = gathering(on_verdict)
     interrupted = False
     try:
         run_decode(target, devices=tuple(devices), seed=seed, max_positions=max_positions, only=_ids(only),

@@ -52,7 +52,7 @@ from dropcheck.models import (
 )
 from dropcheck.seeding import DEFAULT_SEED, derive_seed, rng_fingerprint, seeded
 from dropcheck.targets import TargetError
-from dropcheck.verdict import Status, Verdict
+from dropcheck.verdict import Status, Verdict, gathering
 
 N_PROMPTS = 3  # prompts per check: enough to see a leak, few enough for a one-second run
 DEFAULT_MAX_POSITIONS = 32
@@ -360,13 +360,7 @@ def run_decode(
     limits = _Limits(timeout or None, memory_limit_mb or None)
     model_seed = derive_seed(seed, "model")
     cuda_ok = torch.cuda.is_available()
-    verdicts: list[Verdict] = []
-
-    def emit(verdict: Verdict) -> None:
-        verdicts.append(verdict)
-        if on_verdict is not None:
-            on_verdict(verdict)
-
+    verdicts, emit = gathering(on_verdict)
     determinism = cuda_determinism() if cuda_ok and any(map(_is_cuda, devices)) else contextlib.nullcontext()
     with determinism:
         probe_error, vocab = _probe(subject, model_seed, max_positions, limits)

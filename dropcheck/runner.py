@@ -27,7 +27,7 @@ from dropcheck.defaults import DEFAULT_PS, DEFAULT_SEED
 from dropcheck.seeding import seeded
 from dropcheck.statistical import run_statistical
 from dropcheck.targets import DropoutTarget, resolve_dropout
-from dropcheck.verdict import Status, Verdict, failures, summarize
+from dropcheck.verdict import Status, Verdict, failures, gathering, summarize
 
 CUDA_MISSING = "CUDA not available on this machine (torch.cuda.is_available() is False)"
 
@@ -213,13 +213,7 @@ def run_check(
         check_only([registry.get(pid).id for pid in only], con.name)
     plan = [slot for slot in check_plan(con.name, ps, devices, only) if keep(*slot)]
 
-    verdicts: list[Verdict] = []
-
-    def emit(v: Verdict) -> None:
-        verdicts.append(v)
-        if on_verdict is not None:
-            on_verdict(v)
-
+    verdicts, emit = gathering(on_verdict)
     spatial_rank = None
     limits: dict[str, Any] = {"timeout_s": timeout or None, "memory_limit_mb": memory_limit_mb or None,
                               "isolation": {}, "lanes": {}}

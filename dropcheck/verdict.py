@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import Any
 
 
@@ -102,6 +103,19 @@ class Verdict:
             "tests": [t.to_dict() for t in self.tests],
             "evidence": self.evidence,
         }
+
+
+def gathering(on_verdict: Callable[[Verdict], None] | None = None) -> tuple[list[Verdict], Callable[[Verdict], None]]:
+    """A list that fills as a run's verdicts come, and the callback that fills it, passing each
+    verdict on to `on_verdict` (the CLI's printing, a progress bar) as it comes."""
+    verdicts: list[Verdict] = []
+
+    def gather(verdict: Verdict) -> None:
+        verdicts.append(verdict)
+        if on_verdict is not None:
+            on_verdict(verdict)
+
+    return verdicts, gather
 
 
 def failures(verdicts: list[Verdict]) -> list[Verdict]:
