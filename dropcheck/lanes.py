@@ -108,7 +108,7 @@ def run_lanes(
     # whichever worker is free takes the next one (_Pool). So the lanes end together, also when the
     # one meant to be short is slowed down or is the long one (module docstring: measured).
     shared = members[max(members)] if len(members[max(members)]) <= _Pool.MOST else []
-    own = {lane: [i for i in mine if i not in set(shared)] for lane, mine in members.items()}
+    own = {lane: [i for i in mine if i not in shared] for lane, mine in members.items()}
     pool: _Pool | None = None  # made in the try below, before any lane starts
 
     def drive(lane: int) -> None:  # in the lane's thread: everything goes through the inbox
@@ -150,7 +150,7 @@ def run_lanes(
                 raise item
         # A shared check taken by a worker that died before noting it (a thread the implementation
         # left running can end the worker at any moment) has no outcome: it runs now, alone.
-        lost = [i for i in in_order.missing(len(checks)) if i in set(shared)]
+        lost = [i for i in in_order.missing(len(checks)) if i in shared]
         guard.run_sequence([checks[i] for i in lost], timeout, on_outcome=lambda j, o: in_order.add(lost[j], o),
                            **common)
     except BaseException:
