@@ -15,10 +15,11 @@ Why this way:
 - The last lane's checks are shared: a worker done with its own takes the next one waiting there
   (`_Pool`), so no worker idles while a shared check waits. Without that, the search lane
   was the long one at `quick`, and at `default` whenever the machine slowed it. Measured on 2
-  cores (8 runs of the bench's lanes child, alternating with sharing switched off, on a noisy
-  machine): `quick` run median 0.28 and 0.25 s, against 0.36 and 0.32 s without; `default`
-  overhead medians 23.6, 22.6 and 24.7% against 23.1, 24.4 and 25.1%, and 3 of 24 runs above 30%
-  against 6 of 24. The implementation's many calls stay in lane 0 (below).
+  cores (batches of 8 runs of the bench's lanes child, alternating with sharing switched off, on a
+  noisy machine): `quick` run median 0.28 and 0.25 s, against 0.36 and 0.32 s without; `default`
+  overhead medians 23.6, 22.6, 24.7, 23.8 and 22.0%, against 23.1, 24.4, 25.1, 30.5 and 26.2%,
+  and 5 of 40 runs above 30%, against 12 of 40. The implementation's many calls stay in lane 0
+  (below).
 - Two lanes, not one per core: splitting the implementation's many calls across processes would
   make it compete with itself for memory bandwidth, multiply its memory, and blur what its calls
   cost; the work beside them is dropcheck's own, which needs none of that.
