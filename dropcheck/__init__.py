@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below d
     from dropcheck.api import DecodeResult, check, decode
     from dropcheck.runner import CheckResult
     from dropcheck.targets import TargetError
-    from dropcheck.verdict import Status, StatTest, Verdict
+    from dropcheck.verdict import StatTest, Status, Verdict
 
 
 def __getattr__(name: str) -> Any:

@@ -273,9 +273,9 @@ def render(results: dict[str, dict[str, Any]], target: str) -> str:
     lines = [
         "# dropcheck performance",
         "",
-        f"Target `{target}` (contract inverted, p = 0.1, 0.5, 0.9, cpu). Measured by `dropcheck bench` on "
-        f"{platform.machine()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
-        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.",
+        (f"Target `{target}` (contract inverted, p = 0.1, 0.5, 0.9, cpu). Measured by `dropcheck bench` on "
+         f"{platform.machine()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
+         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}."),
         "",
         "- **wall**: `python -m dropcheck check TARGET --profile P`, run as a user runs it, start-up and",
         "  exit included: the median, and every run's figure in brackets.",

@@ -473,7 +473,7 @@ def _probe_once(subject: ModelTarget, model_seed: int, max_positions: int) -> tu
         return "vocab", vocab
     except TargetError as e:
         return "target-error", str(e)
-    except Exception as e:  # noqa: BLE001 - the model's own failure becomes every verdict's ERROR
+    except Exception as e:  # the model's own failure becomes every verdict's ERROR
         return "error", _error(e)
 
 
@@ -515,7 +515,7 @@ def _guarded(check: Callable[[], Outcome], prop_seed: int) -> Outcome:
         with seeded(prop_seed):
             status, summary, ev = check()
         return status, summary, {**ev, "property_seed": prop_seed}
-    except Exception as e:  # noqa: BLE001 - other properties still run
+    except Exception as e:  # other properties still run
         return _error(e)
 
 

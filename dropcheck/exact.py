@@ -294,17 +294,23 @@ def _big_case_strategy(ctx: CheckContext) -> st.SearchStrategy[dst.DropoutCase]:
     return draw()
 
 
+# The p each property draws from, where not all of [0, 1]: checks that two masks differ need p away
+# from 0 and 1 (see _big_case_strategy), and the scale 1/(1-p) is checked where it is finite.
+P_RANGE: dict[str, tuple[float, float]] = {
+    "SEED-REPLAY": (0.05, 0.95),
+    "MODE-ROUNDTRIP": (0.05, 0.95),
+    "MASK-UNIT": (0.05, 0.95),
+    "SUPPORT-SCALE": (0.0, 1 - 1e-3),
+    "GRAD-MASK": (0.0, 1 - 1e-3),
+}
+
+
 def _strategy(ctx: CheckContext, property_id: str) -> st.SearchStrategy[dst.DropoutCase]:
     unit, rank = ctx.contract.unit, ctx.spatial_rank
     user = tuple(ctx.ps)
     if property_id in ("SEED-REPLAY", "MODE-ROUNDTRIP"):
         return _big_case_strategy(ctx)
-    if property_id in ("SUPPORT-SCALE", "GRAD-MASK"):
-        ps = dst.drop_probabilities(user, 0.0, 1 - 1e-3)
-    elif property_id == "MASK-UNIT":
-        ps = dst.drop_probabilities(user, 0.05, 0.95)
-    else:
-        ps = dst.drop_probabilities(user)
+    ps = dst.drop_probabilities(user, *P_RANGE.get(property_id, (0.0, 1.0)))
     return dst.dropout_inputs(unit=unit, spatial_rank=rank, ps=ps, device=ctx.device)
 
 
@@ -327,11 +333,13 @@ EXACT_CHECKS: dict[str, Check] = {
 
 def _with_large_examples(ctx: CheckContext, property_id: str) -> Callable:
     """Besides the drawn inputs, always try two large float32 ones (~2048 units at p=0.5 and at a
-    run p): a bug that shows only on some mask draws (a backward with its own mask) then shows
-    with probability 1 - (p²+q²)^2048, i.e. always, instead of depending on the draws."""
+    run p in [0.05, 0.95], else 0.1): a bug that shows only on some mask draws (a backward with
+    its own mask) then shows with probability 1 - (p²+q²)^2048, i.e. always, instead of depending
+    on the draws. (At a run p of 1e-5 it would not, and two masks would often be the same, which
+    the checks that masks differ would take for a reused mask.)"""
     fixed_p = {"P-ZERO": 0.0, "P-ONE": 1.0}.get(property_id)
     cases = []
-    for k, p in enumerate((0.5, next((q for q in ctx.ps if 0 < q < 1 and q != 0.5), 0.1))):
+    for k, p in enumerate((0.5, next((q for q in ctx.ps if 0.05 <= q <= 0.95 and q != 0.5), 0.1))):
         x = dst.make_input(ctx.unit_shape(2048), torch.float32, k, device=ctx.device)
         cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else p, k, "contiguous"))
 
@@ -375,7 +383,7 @@ def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
             failing.append(case)  # Hypothesis replays the shrunk example last
             raise
 
-    common = dict(device=ctx.device, seed=ctx.seed, replay=ctx.replay(property_id))
+    common = {"device": ctx.device, "seed": ctx.seed, "replay": ctx.replay(property_id)}
     try:
         with preserved_rngs():  # the checks reseed per example and restore nothing themselves
             search()

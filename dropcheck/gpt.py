@@ -149,7 +149,7 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        b, t = idx.shape
+        _b, t = idx.shape
         start = cache.pos if cache is not None else 0
         if start + t > self.cfg.context_length:
             raise ValueError(f"{start + t} positions, but context_length is {self.cfg.context_length}")

@@ -390,7 +390,7 @@ def _worker(checks: Sequence[Callable[[], Any]], first: int, write_end: int, mem
         if last is not None:
             _send(write_end, last)
         code = 0
-    except BaseException:
+    except BaseException:  # noqa: S110  (the exit code tells the parent; there is no one else to tell)
         pass
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -575,7 +575,7 @@ def _limit_memory(megabytes: float) -> None:
     size = _address_space_bytes()
     if size is None:
         return
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = size + int(megabytes * 2**20)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)

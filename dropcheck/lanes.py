@@ -90,8 +90,8 @@ def run_lanes(
     # In-process checks (alarm, none) cannot run side by side: SIGALRM stops only the main thread's
     # Python code, and the checks seed torch's one global generator.
     parallel = parallel and mechanism == "fork"
-    common = dict(device=device, memory_limit_mb=memory_limit_mb, mechanism=mechanism,
-                  fresh_worker_after=fresh_worker_after)
+    common = {"device": device, "memory_limit_mb": memory_limit_mb, "mechanism": mechanism,
+                  "fresh_worker_after": fresh_worker_after}
     outcomes: list[guard.Outcome] = []
 
     def deliver(index: int, outcome: guard.Outcome) -> None:

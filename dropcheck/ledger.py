@@ -79,7 +79,7 @@ class Ledger:
         self.each = family_alpha / max(1, len(self.entries))
 
     @classmethod
-    def plan(cls, property_ids: list[str], ps: list[float], devices: list[str]) -> "Ledger":
+    def plan(cls, property_ids: list[str], ps: list[float], devices: list[str]) -> Ledger:
         entries = [
             Entry(pid, test, p, dev)
             for dev in devices

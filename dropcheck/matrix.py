@@ -139,19 +139,19 @@ def render_index(reports: list[dict[str, Any]], slugs: list[str]) -> str:
     decodes = [(d, s) for d, s in zip(reports, slugs) if d.get("kind") == "decode"]
     first = reports[0] if reports else {}
     lines = ["# dropcheck conformance matrix", "",
-             "Every reference implementation (`reference_impls.CATALOGUE`) checked against its contract, and the "
-             "built-in GPT decoded. Regenerate with `dropcheck matrix --out reports/` (about 2 minutes on 2 CPU "
-             "cores); `dropcheck matrix --out reports/ --render-only` re-renders the Markdown, HTML and this index "
-             "from the JSON, which is the source of truth.", ""]
+             ("Every reference implementation (`reference_impls.CATALOGUE`) checked against its contract, and the "
+              "built-in GPT decoded. Regenerate with `dropcheck matrix --out reports/` (about 2 minutes on 2 CPU "
+              "cores); `dropcheck matrix --out reports/ --render-only` re-renders the Markdown, HTML and this index "
+              "from the JSON, which is the source of truth."), ""]
     if first:
         v = first.get("versions", {})
-        lines += [f"Profile `{first.get('profile')}`, seed {first.get('seed')}, devices {', '.join(first.get('devices', []))}; "
-                  f"dropcheck {v.get('dropcheck')}, torch {v.get('torch')}, numpy {v.get('numpy')}, scipy {v.get('scipy')}, "
-                  f"Python {v.get('python')}, {v.get('platform')}; CUDA devices: {v.get('cuda_devices', 'none')}.", ""]
+        lines += [(f"Profile `{first.get('profile')}`, seed {first.get('seed')}, devices {', '.join(first.get('devices', []))}; "
+                   f"dropcheck {v.get('dropcheck')}, torch {v.get('torch')}, numpy {v.get('numpy')}, scipy {v.get('scipy')}, "
+                   f"Python {v.get('python')}, {v.get('platform')}; CUDA devices: {v.get('cuda_devices', 'none')}."), ""]
     if checks:
         lines += ["## Layer properties", "",
-                  "Each cell is the worst verdict over the property's configurations (p, device): "
-                  "✅ pass, ❌ fail, 💥 error, ⏱ timeout, ❓ inconclusive, ➖ skip; blank: not part of the contract.", ""]
+                  ("Each cell is the worst verdict over the property's configurations (p, device): "
+                   "✅ pass, ❌ fail, 💥 error, ⏱ timeout, ❓ inconclusive, ➖ skip; blank: not part of the contract."), ""]
         head = ["property"] + [f"[[{i + 1}]]({s}.html)" for i, (_, s) in enumerate(checks)]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for prop in (p for p in registry.PROPERTIES.values() if p.kind != "decode"):
@@ -174,8 +174,8 @@ def render_index(reports: list[dict[str, Any]], slugs: list[str]) -> str:
             if prop.id == "DECODE-CPU-CUDA":  # reported on the CUDA device: show it in the first column
                 cells = [T.SYMBOL[vs[0]["status"]] if vs else ""] + [""] * (len(cells) - 1)
             lines.append(f"| `{prop.id}` | " + " | ".join(cells) + f" | {prop.statement} |")
-        lines += ["", f"{'✅ conforms' if d['ok'] else '❌ ' + _counts(d)} in {d.get('duration_s', 0):.0f} s: "
-                  f"[html]({s}.html) · [md]({s}.md) · [json]({s}.json)", ""]
+        lines += ["", (f"{'✅ conforms' if d['ok'] else '❌ ' + _counts(d)} in {d.get('duration_s', 0):.0f} s: "
+                   f"[html]({s}.html) · [md]({s}.md) · [json]({s}.json)"), ""]
     return "\n".join(lines)
 
 

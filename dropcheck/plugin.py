@@ -98,8 +98,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _resolve(settings: Settings) -> None:
-    from dropcheck.targets import resolve_within  # as the CLI: a TARGET that hangs or exits on import is an error
-    from dropcheck.targets import TargetError
+    from dropcheck.targets import (
+        TargetError,
+        resolve_within,  # as the CLI: a TARGET that hangs or exits on import is an error
+    )
 
     try:
         if settings.target:

@@ -84,7 +84,7 @@ def chi2_noncentrality(df: int, alpha: float = 1e-8, power: float = 0.999) -> fl
     For df = 1 this is (z_{alpha/2} + z_{power})^2.
     """
     crit = float(sps.chi2.isf(alpha, df))
-    f = lambda lam: float(sps.ncx2.sf(crit, df, lam)) - power  # noqa: E731
+    f = lambda lam: float(sps.ncx2.sf(crit, df, lam)) - power
     hi = 2.0 * crit + 100.0
     while f(hi) < 0:
         hi *= 2.0

@@ -30,7 +30,7 @@ class Progress:
         self._bar: RichProgress | None = None
         self._tasks: dict[int, dict] = {}
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Progress:  # noqa: PYI034  (typing.Self needs Python 3.11; 3.10 is supported)
         if self.live:
             # Verdict lines printed to stdout go above the bar only when stdout is that terminal too;
             # redirected stdout (`> file`) must stay untouched.

@@ -17,7 +17,7 @@ from scipy.stats import norm
 from dropcheck import independence, power, stats
 from dropcheck.context import CheckContext, PropertyViolation
 from dropcheck.contracts import Contract
-from dropcheck.ledger import POWER, Ledger, Profile
+from dropcheck.ledger import POWER, Ledger, Profile, get_profile
 from dropcheck.sampling import (
     FRESH_INPUT_UNITS,
     MAX_CHUNK_UNITS,
@@ -285,14 +285,54 @@ STATISTICAL_CHECKS: dict[str, Callable[[Sampler], str]] = {
 }
 
 
+# Units in one call of each property's sample. DROP-RATE is not here: its binomial and sequential
+# tests are exact at any p.
+CALL_UNITS: dict[str, Callable[[Profile], int]] = {
+    "EXPECTATION": lambda prof: prof.call_units,
+    "RATE-HOMOGENEITY": lambda prof: prof.call_units,
+    "INDEP-POSITIONS": lambda prof: 4 * prof.call_units,
+    "INDEP-ROWS": lambda prof: prof.call_units,
+    "INDEP-CALLS": lambda prof: prof.call_units,
+    "INDEP-INPUT": lambda prof: 4 * prof.call_units,
+}
+# Expected drops (and keeps) per call below which a property's tests are not valid in the far tail
+# their alphas reach (~1e-8). At p = 1e-6 most calls drop nothing: the dispersion test took that for
+# an exact-count sampler, and EXPECTATION's z reached 1e143 at p = 1e-300 from float rounding. 100 is
+# where the calibration tests (tests/test_stats_calibration.py) start; the periodogram needs
+# N >> 150/p (independence.periodogram_test), hence 1500 for INDEP-POSITIONS. The battery's rare-drop
+# tests (runs, hypergeometric, max-pair) are exact above these.
+MIN_EXPECTED_DROPS: dict[str, float] = {"INDEP-POSITIONS": 1500.0}
+DEFAULT_MIN_EXPECTED_DROPS = 100.0
+
+
+def supported_ps(property_id: str, profile: Profile) -> tuple[float, float]:
+    """The p range over which `property_id`'s tests are valid with `profile`'s sample; all of
+    (0, 1) for DROP-RATE.
+
+    >>> lo, hi = supported_ps("INDEP-CALLS", get_profile("default")); round(lo, 6), round(hi, 6)
+    (0.000763, 0.999237)
+    """
+    if property_id not in CALL_UNITS:
+        return 0.0, 1.0
+    low = MIN_EXPECTED_DROPS.get(property_id, DEFAULT_MIN_EXPECTED_DROPS) / CALL_UNITS[property_id](profile)
+    return low, 1.0 - low
+
+
 def run_statistical(ctx: CheckContext, profile: Profile, ledger: Ledger, property_id: str, p: float) -> Verdict:
     """Run one statistical property at one p and return its verdict with every test's evidence."""
     start = time.perf_counter()
     dtype = str(ctx.sample_dtype).removeprefix("torch.")
-    common = dict(device=ctx.device, p=p, seed=ctx.seed, replay=ctx.replay(property_id, p),
-                  dtype=None if dtype == "float32" else dtype)
+    common = {"device": ctx.device, "p": p, "seed": ctx.seed, "replay": ctx.replay(property_id, p),
+                  "dtype": None if dtype == "float32" else dtype}
     if p in (0.0, 1.0):
         return Verdict(property_id, Status.SKIP, f"p={p:g} is deterministic: see P-ZERO / P-ONE", **common)
+    low, high = supported_ps(property_id, profile)
+    if not low <= p <= high:
+        units = CALL_UNITS[property_id](profile)
+        return Verdict(property_id, Status.INCONCLUSIVE,
+                       f"not judged: its tests need {units * low:.0f} expected drops and keeps in each call of "
+                       f"{units} units, so profile {profile.name} judges p in [{low:.3g}, {high:.3g}]; p={p:g} expects "
+                       f"{units * min(p, 1 - p):.2g} (a larger profile widens the range)", **common)
     try:
         with seeded(derive_seed(ctx.seed, property_id, p, ctx.device)):
             sampler = Sampler(ctx, profile, ledger, property_id, p)

@@ -98,7 +98,7 @@ class DropoutUnderTest:
     """
 
     def __init__(self, call: Callable[[torch.Tensor, bool], torch.Tensor], module: nn.Module | None,
-                 meter: "CallMeter | None" = None):
+                 meter: CallMeter | None = None):
         self._call = call
         self.module = module
         self.meter = meter

@@ -15,8 +15,8 @@ import dropcheck
 from dropcheck import guard
 from dropcheck.cli import main
 from dropcheck.decoding import cuda_determinism, run_decode
-from dropcheck.models import Decode, compare_tie_aware, resolve_model
 from dropcheck.gpt import GPTConfig, GPTModel
+from dropcheck.models import Decode, compare_tie_aware, resolve_model
 from dropcheck.seeding import rng_fingerprint
 from dropcheck.targets import TargetError
 from dropcheck.verdict import Status

@@ -60,7 +60,7 @@ def test_the_sequential_test_detects_its_mde_bias_by_the_end_of_its_sample() -> 
     assert delta > power.rate_mde(n, p, ALPHA, POWER)
     rng = np.random.default_rng(13)
     for side in (+1, -1):
-        def rejections(bias: float) -> int:
+        def rejections(bias: float, side: int = side) -> int:
             drops = rng.binomial(n, p + side * bias, DRAWS)
             return int(np.sum(stats.robbins_log_evidence(drops, n, p) >= math.log(1 / ALPHA)))
 

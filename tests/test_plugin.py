@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-import dropcheck.decoding  # noqa: F401
+import dropcheck.decoding
 import dropcheck.runner  # noqa: F401
 from dropcheck.options import CHECK_OPTIONS, DECODE_OPTIONS
 
@@ -106,7 +106,7 @@ def test_a_correct_layer_passes_and_the_json_report_is_written(project):
     import dropcheck
 
     api = dropcheck.check("userdrop:GoodDropout", profile="quick", ps=[0.5], only="P-ZERO,DROP-RATE").to_dict()
-    stats = lambda d: [(t["name"], t["pvalue"], t["alpha"]) for v in d["verdicts"] for t in v["tests"]]  # noqa: E731
+    stats = lambda d: [(t["name"], t["pvalue"], t["alpha"]) for v in d["verdicts"] for t in v["tests"]]
     assert stats(data) == stats(api) and stats(api), (stats(data), stats(api))
 
 

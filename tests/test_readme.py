@@ -8,7 +8,7 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def test_every_check_option_is_in_the_readme_with_its_default():
-    rows = dict(re.findall(r"^\| `--([a-z-]+)` \|.*\| `?([^|`]+?)`? \|$", README, re.M))
+    rows = dict(re.findall(r"^\| `--([a-z-]+)` \|.*\| `?([^|`]+?)`? \|$", README, re.MULTILINE))
     for opt in CHECK_OPTIONS:
         assert opt.name in rows, f"README's option table has no row for --{opt.name}"
         shown = rows[opt.name].strip()

@@ -1,8 +1,8 @@
 """The catalogue itself: IDs are unique and shared, and every property has a broken implementation."""
 from dropcheck import registry
 from dropcheck.contracts import CONTRACTS
-from dropcheck.ledger import TESTS_BY_PROPERTY
 from dropcheck.exact import EXACT_CHECKS
+from dropcheck.ledger import TESTS_BY_PROPERTY
 from dropcheck.statistical import STATISTICAL_CHECKS
 from tests.broken_impls import BROKEN
 

@@ -55,3 +55,51 @@ def test_a_replay_line_reproduces_the_verdict_it_came_from(capsys):
 def test_only_with_properties_the_command_does_not_check_exits_2(argv, capsys):
     assert main(argv) == 2
     assert "--only" in capsys.readouterr().err
+
+
+# ---- p near 0 or 1 (found by an adversarial review: correct dropouts failed at p = 1e-5 and 1e-6) ----
+BATTERY = ["EXPECTATION", "RATE-HOMOGENEITY", "INDEP-POSITIONS", "INDEP-ROWS", "INDEP-CALLS", "INDEP-INPUT"]
+
+
+@pytest.mark.parametrize("p", [1e-5, 1e-6, 1 - 1e-5, 1e-300])
+def test_correct_dropout_at_extreme_p_is_not_judged_rather_than_failed(p):
+    # SEED-REPLAY's large example used the run's p, where two masks in a row are often equal; the
+    # dispersion test read calls without drops as an exact-count sampler; EXPECTATION's z hit 1e143.
+    result = run_check("torch.nn:Dropout", profile="quick", ps=[p])
+    assert not [v for v in result.verdicts if v.status.is_failure], result.summary()
+    by_id = {v.property_id: v for v in result.verdicts}
+    assert {pid: by_id[pid].status for pid in BATTERY} == dict.fromkeys(BATTERY, Status.INCONCLUSIVE), result.summary()
+    assert "judges p in [" in by_id["INDEP-CALLS"].summary, by_id["INDEP-CALLS"].summary
+    assert by_id["DROP-RATE"].status == Status.PASS, by_id["DROP-RATE"].summary  # exact tests: judged at any p
+
+
+def test_what_the_floor_prevents_is_a_false_alarm():
+    # 64 calls of 131072 units at p = 1e-6 mostly drop nothing; read as binomial counts that is an
+    # exact-count sampler far beyond any alpha here. The floor keeps such samples from being judged.
+    from dropcheck import independence
+    from dropcheck.ledger import get_profile
+    from dropcheck.statistical import supported_ps
+
+    assert independence.dispersion_test(torch.zeros(64), 131072, 1e-6).pvalue < 1e-8
+    assert not supported_ps("INDEP-CALLS", get_profile("default"))[0] <= 1e-6
+
+
+def test_the_p_floor_leaves_the_planned_ps_judged_in_every_profile():
+    from dropcheck.defaults import DEFAULT_PS
+    from dropcheck.ledger import PROFILES
+    from dropcheck.statistical import CALL_UNITS, supported_ps
+
+    for profile in PROFILES.values():
+        for pid in CALL_UNITS:
+            low, high = supported_ps(pid, profile)
+            assert low <= min(DEFAULT_PS) and max(DEFAULT_PS) <= high, (profile.name, pid, low, high)
+            if profile.name != "quick":  # the default profile judges the whole battery from p = 0.01 to 0.99
+                assert low <= 0.01 and 0.99 <= high, (profile.name, pid, low, high)
+
+
+def test_a_rate_bug_at_tiny_p_is_still_caught_by_drop_rate():
+    def drops_two_percent(x, p, training):  # asked for p = 1e-6, drops 2%: a bias quick is planned to see
+        return x * (torch.rand(x.shape) >= 0.02).to(x.dtype) / (1 - p) if training else x
+
+    result = run_check(drops_two_percent, profile="quick", ps=[1e-6], only=["DROP-RATE"])
+    assert [v.status for v in result.verdicts] == [Status.FAIL], result.summary()

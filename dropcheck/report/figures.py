@@ -9,9 +9,9 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: never try to open a window
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dropcheck.report.tables import Agreement, DropRate, HeatMap, PValue  # noqa: E402
+from dropcheck.report.tables import Agreement, DropRate, HeatMap, PValue
 
 COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "error": "#6a1b9a", "timeout": "#6a1b9a",
           "inconclusive": "#f9a825", "skip": "#9e9e9e"}

@@ -72,8 +72,8 @@ def render_html(data: dict[str, Any]) -> str:
         rates = T.drop_rates(data)
         if rates:
             parts += ["<h2>Drop rate against p</h2>",
-                      '<p class="small">Estimate with its Clopper–Pearson interval at the test\'s own confidence '
-                      "1 − alpha: the verdict fails when p lies outside it.</p>",
+                      ('<p class="small">Estimate with its Clopper–Pearson interval at the test\'s own confidence '
+                       "1 − alpha: the verdict fails when p lies outside it.</p>"),
                       _img(figures.drop_rate_figure(rates), "drop rate against p"),
                       _table(["p", "device", "dropped / units", "rate", "interval", "verdict"],
                              [[f"{r.p:g}", r.device, f"{r.drops}/{r.n}", f"{r.rate:.5f}", f"[{r.low:.5f}, {r.high:.5f}]",
@@ -81,9 +81,9 @@ def render_html(data: dict[str, Any]) -> str:
         maps = T.heat_maps(data)
         if maps:
             parts += ["<h2>Per-position drop rate</h2>",
-                      '<p class="small">RATE-HOMOGENEITY: block means of the per-position drop rate, in row-major order '
-                      "of the flattened units, coloured from p − 4 sd to p + 4 sd of one block mean. Correct dropout is "
-                      "even noise; a stripe, gradient or tiling is a bug.</p>",
+                      ('<p class="small">RATE-HOMOGENEITY: block means of the per-position drop rate, in row-major order '
+                       "of the flattened units, coloured from p − 4 sd to p + 4 sd of one block mean. Correct dropout is "
+                       "even noise; a stripe, gradient or tiling is a bug.</p>"),
                       _img(figures.heat_map_figure(maps), "per-position drop rate heat map")]
         pv = T.pvalues(data)
         if pv:

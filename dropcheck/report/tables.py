@@ -42,7 +42,7 @@ def verdict_table(data: dict[str, Any]) -> tuple[list[str], list[tuple[str, dict
             cols.append(col)
         rows.setdefault(v["property"], {})[col] = v
     order = list(registry.PROPERTIES)
-    key = lambda c: (0, c) if not c.startswith("p=") else (1, float(c.split()[0][2:]))  # noqa: E731
+    key = lambda c: (0, c) if not c.startswith("p=") else (1, float(c.split()[0][2:]))
     return sorted(cols, key=key), sorted(rows.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
 
 
