@@ -98,10 +98,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _resolve(settings: Settings) -> None:
-    from dropcheck.targets import (
-        TargetError,
-        resolve_within,  # as the CLI: a TARGET that hangs or exits on import is an error
-    )
+    # As the CLI: a TARGET that hangs or exits while importing is an error.
+    from dropcheck.targets import TargetError, resolve_within, target_code
 
     try:
         if settings.target:
@@ -109,7 +107,8 @@ def _resolve(settings: Settings) -> None:
         if settings.decode_target:
             from dropcheck.models import resolve_model
 
-            resolve_model(settings.decode_target)
+            with target_code(settings.decode_target, settings.values.get("timeout"), "importing it"):
+                resolve_model(settings.decode_target)
     except TargetError as e:
         raise pytest.UsageError(f"dropcheck: {e}") from None
 

@@ -17,7 +17,7 @@ from scipy.stats import norm
 from dropcheck import independence, power, stats
 from dropcheck.context import CheckContext, PropertyViolation
 from dropcheck.contracts import Contract
-from dropcheck.ledger import POWER, Ledger, Profile, get_profile
+from dropcheck.ledger import POWER, Ledger, Profile
 from dropcheck.sampling import (
     FRESH_INPUT_UNITS,
     MAX_CHUNK_UNITS,
@@ -309,6 +309,7 @@ def supported_ps(property_id: str, profile: Profile) -> tuple[float, float]:
     """The p range over which `property_id`'s tests are valid with `profile`'s sample; all of
     (0, 1) for DROP-RATE.
 
+    >>> from dropcheck.ledger import get_profile
     >>> lo, hi = supported_ps("INDEP-CALLS", get_profile("default")); round(lo, 6), round(hi, 6)
     (0.000763, 0.999237)
     """

@@ -235,16 +235,48 @@ def resolve_within(target: str, timeout: float | None) -> DropoutTarget:
     return resolved
 
 
+class _ExitCalled(BaseException):
+    """os._exit(code), called by a TARGET's own code in this process, turned into an exception."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+@contextlib.contextmanager
+def _os_exit_raises() -> Iterator[None]:
+    """While a TARGET's code runs here, os._exit in this process raises _ExitCalled: otherwise an
+    import or constructor calling os._exit(0) would end dropcheck at once, silently, with exit 0,
+    which CI reads as a pass. A process the TARGET forks meanwhile still exits for real."""
+    import os
+
+    real, here = os._exit, os.getpid()
+
+    def exit_or_raise(code: int) -> None:
+        if os.getpid() != here:
+            real(code)
+        raise _ExitCalled(code)
+
+    os._exit = exit_or_raise
+    try:
+        yield
+    finally:
+        os._exit = real
+
+
 @contextlib.contextmanager
 def target_code(target: str, timeout: float | None, doing: str) -> Iterator[None]:
     """Run a TARGET's own code in this process (its import, a first build) within the time limit
-    (SIGALRM, dropcheck.alarm): a hang or a sys.exit there is a TARGET problem, a TargetError."""
+    (SIGALRM, dropcheck.alarm): a hang, a sys.exit or an os._exit there is a TARGET problem, a
+    TargetError."""
     from dropcheck.alarm import TimeLimitExceeded, alarm
 
     try:
-        with alarm(timeout):
+        with alarm(timeout), _os_exit_raises():
             yield
     except TimeLimitExceeded:
         raise TargetError(f"TARGET {target!r}: {doing} did not finish within {timeout:g} s (--timeout)") from None
     except SystemExit as e:
         raise TargetError(f"TARGET {target!r}: {doing} called sys.exit({e.code!r})") from e
+    except _ExitCalled as e:
+        raise TargetError(f"TARGET {target!r}: {doing} called os._exit({e.code!r})") from None

@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import dropcheck
 from dropcheck import guard, lanes
 from dropcheck.cli import main
 from dropcheck.options import CHECK_OPTIONS
 from dropcheck.runner import run_check
+from dropcheck.targets import TargetError
 from dropcheck.verdict import Status
 from tests import hostile_impls as hostile
 from tests.conftest import join_reapers, needs_fork, needs_main_thread
@@ -76,12 +78,16 @@ TARGET_CASES = {
     "raises-on-import": ("raise RuntimeError('needs a GPU\\nand a licence')\n", "f", [], "raised RuntimeError: needs a GPU and a licence"),
     "exits-on-import": ("import sys\nsys.exit(5)\n", "f", [], "called sys.exit(5)"),
     "hangs-on-import": ("import time\ntime.sleep(3600)\n", "f", ["--timeout", "1"], "did not finish within 1 s"),
+    # os._exit(0) would otherwise end dropcheck at once with exit 0 and no output: a silent pass in CI.
+    "os-exits-on-import": ("import os\nos._exit(0)\n", "f", [], "called os._exit(0)"),
     "missing-name": ("def g(x, p, training):\n    return x\n", "f", [], "has no attribute 'f'"),
     "class-not-module": ("class f:\n    pass\n", "f", [], "is a class but not an nn.Module subclass"),
     "not-callable": ("f = 3\n", "f", [], "expected an nn.Module subclass or a function"),
     "wrong-signature": ("def f(x):\n    return x\n", "f", [], "cannot be called as f(input, p, training)"),
     "constructor-rejects-p": ("import torch\nclass f(torch.nn.Module):\n    def __init__(self, p, q):\n        super().__init__()\n",
                               "f", [], "constructor rejects p"),
+    "constructor-os-exits": ("import os, torch\nclass f(torch.nn.Module):\n    def __init__(self, p):\n        os._exit(0)\n",
+                             "f", [], "called os._exit(0)"),
     "constructor-hangs": ("import time, torch\nclass f(torch.nn.Module):\n    def __init__(self, p):\n        time.sleep(3600)\n",
                           "f", ["--timeout", "1"], "did not finish within 1 s"),
 }
@@ -101,6 +107,14 @@ def test_target_problem_exits_2_with_one_line_naming_target(case, tmp_path, caps
     assert "Traceback" not in err and out == "", f"{case}: no traceback and no run without --verbose: {out!r} {err!r}"
     code, _, err = cli(["check", spec, "--only", "EVAL-IDENTITY", "--verbose", *extra], capsys)
     assert code == 2 and "Traceback" in err and needle in err, f"{case}: --verbose should add the traceback: {err!r}"
+
+
+@needs_main_thread
+def test_an_os_exit_while_building_is_a_target_error_from_the_api_too(tmp_path):
+    path = tmp_path / "exits_when_built.py"
+    path.write_text("import os, torch\nclass D(torch.nn.Module):\n    def __init__(self, p):\n        os._exit(0)\n")
+    with pytest.raises(TargetError, match=r"called os\._exit\(0\)"):
+        dropcheck.check(f"{path}:D", only=["EVAL-IDENTITY"])
 
 
 def test_missing_module_exits_2(capsys):
