@@ -94,6 +94,9 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file beside `path`, then rename: a reader never sees half a report."""
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as any file the user writes (mkstemp makes it private: 0600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=str)
             f.write("\n")
@@ -101,6 +104,18 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def refuse_overwriting(output: Path | None, option: str, inputs: dict[str, Path | None]) -> None:
+    """An output path that names one of the run's inputs (TARGET's source, the report being
+    rendered) would destroy it: exit 2 instead."""
+    if output is None or not output.exists():
+        return
+    for what, path in inputs.items():
+        with contextlib.suppress(OSError):
+            if path is not None and output.samefile(path):
+                raise UsageError(f"{option} {output} is {what}: it would be overwritten; "
+                                 "choose another path")
 
 
 class VerdictStream:
@@ -165,6 +180,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
     resolved = resolve_within(args.target, opts["timeout"])  # TargetError → exit 2 before the header
+    refuse_overwriting(opts["json"], "--json", {"TARGET's source file": resolved.source_file()})
     con = out.make_console()
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
@@ -243,6 +259,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         data = load_report(args.result)
     except (ValueError, ReportError) as e:
         raise UsageError(str(e)) from None
+    for option in ("markdown", "html"):
+        refuse_overwriting(paths[option], f"--{option}", {"the report being rendered": Path(args.result)})
+    if paths["markdown"] is not None and paths["markdown"] == paths["html"]:
+        raise UsageError(f"--markdown and --html are both {paths['html']}: give each its own file")
     for path in write_rendered(data, paths["markdown"], paths["html"]):
         print(f"wrote {path}")
     return EXIT_OK

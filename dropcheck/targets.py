@@ -149,6 +149,14 @@ class DropoutTarget:
     def name(self) -> str:
         return getattr(self.obj, "__qualname__", None) or getattr(self.obj, "__name__", None) or repr(self.obj)
 
+    def source_file(self) -> Path | None:
+        """The file NAME is defined in, where Python knows it."""
+        try:
+            found = inspect.getsourcefile(inspect.unwrap(self.obj))
+        except (TypeError, OSError):
+            return None
+        return Path(found) if found else None
+
     def check_constructible(self) -> None:
         """A module class must accept `NAME(p)`; one that rejects a valid p cannot be checked (exit 2)."""
         if self.kind != "module":

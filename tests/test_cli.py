@@ -1,5 +1,7 @@
 """The `dropcheck` command: exit codes, both TARGET forms, JSON output, option validation."""
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -32,6 +34,32 @@ def test_json_has_every_verdict_with_seed_and_versions(tmp_path, capsys):
     assert {"python", "torch", "numpy", "scipy"} <= set(data["versions"]), data["versions"]
     rate = [v for v in data["verdicts"] if v["property"] == "DROP-RATE"]
     assert rate and rate[0]["tests"] and rate[0]["tests"][-1]["alpha"] > 0, rate
+
+
+def test_the_json_report_is_readable_as_the_users_other_files(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    old = os.umask(0o022)
+    try:
+        assert main(["check", "torch.nn:Dropout", "--only", "EVAL-IDENTITY", "--json", str(path)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644, oct(path.stat().st_mode)  # not mkstemp's private 0600
+
+
+def test_outputs_that_would_overwrite_an_input_exit_2_and_leave_it_alone(tmp_path, capsys):
+    source = tmp_path / "mine.py"
+    source.write_text("import torch\ndef f(x, p, training):\n    return torch.nn.functional.dropout(x, p, training)\n")
+    before = source.read_text()
+    assert main(["check", f"{source}:f", "--only", "EVAL-IDENTITY", "--json", str(source)]) == 2
+    assert "is TARGET's source file" in capsys.readouterr().err and source.read_text() == before
+    report = tmp_path / "r.json"
+    assert main(["check", f"{source}:f", "--only", "EVAL-IDENTITY", "--json", str(report)]) == 0
+    kept = report.read_text()
+    capsys.readouterr()
+    for option in ("--markdown", "--html"):
+        assert main(["report", str(report), option, str(report)]) == 2
+        assert "is the report being rendered" in capsys.readouterr().err and report.read_text() == kept
+    assert main(["report", str(report), "--markdown", str(tmp_path / "r.md"), "--html", str(tmp_path / "r.md")]) == 2
 
 
 @pytest.mark.parametrize(
