@@ -341,6 +341,10 @@ def _worker(checks: Sequence[Callable[[], Any]], first: int, write_end: int, mem
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)  # its own group, so that killing the group also stops what it started
         _die_with_parent()
+        # What the implementation prints goes to stderr: stdout is the verdict lines, which a user may
+        # redirect to a file or parse.
+        with contextlib.suppress(OSError):
+            os.dup2(2, 1)
         # Fresh stdio objects: a thread of the parent (rich's progress refresh, for one) may have held
         # the old ones' locks at the fork, and in the child nothing would ever release them.
         sys.stdout = open(1, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115

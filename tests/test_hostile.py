@@ -117,6 +117,18 @@ def test_an_os_exit_while_building_is_a_target_error_from_the_api_too(tmp_path):
         dropcheck.check(f"{path}:D", only=["EVAL-IDENTITY"])
 
 
+@needs_fork
+def test_what_the_implementation_prints_goes_to_stderr_not_among_the_verdicts(tmp_path):
+    impl = tmp_path / "chatty.py"
+    impl.write_text("import torch\ndef f(x, p, training):\n    print('called with', tuple(x.shape))\n"
+                    "    return torch.nn.functional.dropout(x, p, training)\n")
+    run = subprocess.run([sys.executable, "-m", "dropcheck", "check", f"{impl}:f", "--only", "EVAL-IDENTITY,DROP-RATE",
+                          "--profile", "quick"], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "called with" not in run.stdout and "PASS    DROP-RATE" in run.stdout, run.stdout
+    assert "called with" in run.stderr, run.stderr[-2000:]
+
+
 def test_missing_module_exits_2(capsys):
     code, _, err = cli(["check", "no_such_module_dropcheck_xyz:Thing"], capsys)
     assert code == 2 and "no module named 'no_such_module_dropcheck_xyz'" in err and err.count("\n") == 1, err
