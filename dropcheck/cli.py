@@ -14,7 +14,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import tempfile
 import time
 import traceback
@@ -28,6 +30,21 @@ from dropcheck.options import CHECK_OPTIONS, DECODE_OPTIONS, DEVICE, PROFILE, SE
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 MATRIX_OPTIONS: tuple[Option, ...] = (PROFILE, SEED, DEVICE)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, `timeout`), handled as Ctrl-C is: the run stops, and the
+    verdicts so far are printed and written to the JSON report."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _terminated
+    _terminated = True
+    raise Terminated
+
+
+_terminated = False
 
 
 class UsageError(Exception):
@@ -155,7 +172,8 @@ def conclude(con: Any, result: Any, json_path: Path | None) -> int:
     short, the JSON report (a failure to write it is an error that says the printed verdicts are
     complete), and the exit code."""
     if result.interrupted:
-        con.print(f"interrupted (Ctrl-C): the {len(result.verdicts)} verdicts above were gathered before it", style="bold")
+        by = "terminated (SIGTERM)" if _terminated else "interrupted (Ctrl-C)"
+        con.print(f"{by}: the {len(result.verdicts)} verdicts above were gathered before it", style="bold")
     if json_path is not None:
         try:
             write_json_atomically(json_path, result.to_dict())
@@ -164,7 +182,7 @@ def conclude(con: Any, result: Any, json_path: Path | None) -> int:
                              "the verdicts printed above are complete") from e
         con.print(f"wrote {json_path}", style="dim")
     if result.interrupted:
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAIL
 
 
@@ -292,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from dropcheck.targets import TargetError  # after parsing: --help stays fast
 
+    global _terminated
+    _terminated = False
+    main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return {"check": cmd_check, "decode": cmd_decode, "bench": cmd_bench,
                 "report": cmd_report, "matrix": cmd_matrix}[args.command](args)
@@ -302,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dropcheck {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # before the run started, or while writing the report: nothing half-written
-        print(f"dropcheck {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"dropcheck {args.command}: {'terminated' if _terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> NoReturn:

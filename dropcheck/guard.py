@@ -341,6 +341,7 @@ def _worker(checks: Sequence[Callable[[], Any]], first: int, write_end: int, mem
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)  # its own group, so that killing the group also stops what it started
         _die_with_parent()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the CLI's handler (stop and report) is the parent's
         # What the implementation prints goes to stderr: stdout is the verdict lines, which a user may
         # redirect to a file or parse.
         with contextlib.suppress(OSError):

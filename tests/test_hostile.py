@@ -409,8 +409,10 @@ def test_interrupt_inside_the_implementation_keeps_earlier_verdicts(mechanism, m
     assert result.to_dict()["interrupted"] is True
 
 
-def test_ctrl_c_ends_the_run_with_the_verdicts_so_far(tmp_path):
-    """With both lanes (dropcheck.lanes) busy: SUPPORT-SCALE hangs in one worker, DROP-RATE in the other."""
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_ends_the_run_with_the_verdicts_so_far(tmp_path, sig, code, word):
+    """With both lanes (dropcheck.lanes) busy: SUPPORT-SCALE hangs in one worker, DROP-RATE in the other.
+    SIGTERM is what a cancelled CI job or `timeout` sends: it must keep the verdicts as Ctrl-C does."""
     pidfile, report = tmp_path / "pids", tmp_path / "r.json"
     hanging = 2 if lanes.usable_cpus() >= 2 else 1  # workers that will be inside the implementation
     env = {**os.environ, hostile.PIDFILE_ENV: str(pidfile), "PYTHONUNBUFFERED": "1"}
@@ -425,15 +427,15 @@ def test_ctrl_c_ends_the_run_with_the_verdicts_so_far(tmp_path):
             time.sleep(0.05)
         assert pidfile.exists(), f"the implementation never started: {proc.communicate(timeout=5)}"
         started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert time.monotonic() - started < 10, "Ctrl-C must end the run promptly"
-    assert proc.returncode == 130, f"expected exit 130, got {proc.returncode}:\n{out}\n{err}"
-    assert "PASS    EVAL-IDENTITY" in out and "interrupted" in out, out
+    assert time.monotonic() - started < 10, f"{sig.name} must end the run promptly"
+    assert proc.returncode == code, f"expected exit {code}, got {proc.returncode}:\n{out}\n{err}"
+    assert "PASS    EVAL-IDENTITY" in out and word in out, out
     data = json.loads(report.read_text())
     assert data["interrupted"] is True and data["ok"] is False, data
     assert [(v["property"], v["status"]) for v in data["verdicts"]] == [("EVAL-IDENTITY", "pass")], data["verdicts"]
@@ -464,7 +466,7 @@ def test_readme_says_when_things_go_wrong():
     readme = (REPO / "README.md").read_text()
     assert "## When things go wrong" in readme
     section = readme.split("## When things go wrong", 1)[1]
-    for needle in ("`0`", "`1`", "`2`", "`130`", "TIMEOUT", "out of memory"):
+    for needle in ("`0`", "`1`", "`2`", "`130`", "`143`", "TIMEOUT", "out of memory"):
         assert needle in section, f"README 'When things go wrong' should mention {needle}"
     defaults = {opt.name: opt.default for opt in CHECK_OPTIONS}
     for name in ("timeout", "memory-limit"):
