@@ -16,8 +16,8 @@ import json
 import os
 import signal
 import sys
-import threading
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator

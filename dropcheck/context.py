@@ -6,6 +6,7 @@ import dataclasses
 import torch
 
 from dropcheck.contracts import Contract
+from dropcheck.guard import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S, limit_options
 from dropcheck.targets import DropoutTarget
 
 
@@ -27,6 +28,9 @@ class CheckContext:
     # The dtype of the statistical samples (exact properties draw every dtype themselves).
     sample_dtype: torch.dtype = torch.float32
     profile: str = "default"
+    # The run's limits, for replay lines (guard.limit_options).
+    timeout: float | None = DEFAULT_TIMEOUT_S
+    memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB
 
     def replay(self, property_id: str, p: float | None = None) -> str:
         """The command that reproduces this verdict exactly. It names the run's whole p list and
@@ -36,7 +40,8 @@ class CheckContext:
                  f"--p {','.join(map(repr, self.ps))}", f"--profile {self.profile}"]
         if self.sample_dtype != torch.float32:
             parts.append(f"--dtype {str(self.sample_dtype).removeprefix('torch.')}")
-        parts += [f"--device {self.device}", f"--seed {self.seed}", f"--only {property_id}"]
+        parts += [f"--device {self.device}", f"--seed {self.seed}", *limit_options(self.timeout, self.memory_limit_mb),
+                  f"--only {property_id}"]
         return " ".join(parts)
 
     def unit_shape(self, n_units: int) -> tuple[int, ...]:

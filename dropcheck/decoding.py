@@ -305,14 +305,18 @@ def cuda_determinism() -> Iterator[None]:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
-def replay_line(spec: str, seed: int, device: str, property_id: str, max_positions: int) -> str:
+def replay_line(spec: str, seed: int, device: str, property_id: str, max_positions: int,
+                limits: _Limits | None = None) -> str:
     """The command that reruns one decode check, in `dropcheck check`'s order (device "all": cpu and cuda).
 
     >>> replay_line("m.py:GPT", 1, "cpu", "DECODE-REPEAT", 32)
     'dropcheck decode m.py:GPT --device cpu --seed 1 --only DECODE-REPEAT'
     """
     parts = ["dropcheck", "decode"] + ([shlex.quote(spec)] if spec else [])
-    parts += ["--device", device, "--seed", str(seed), "--only", property_id]
+    parts += ["--device", device, "--seed", str(seed)]
+    if limits is not None:
+        parts += guard.limit_options(limits.timeout_s, limits.memory_limit_mb)
+    parts += ["--only", property_id]
     if max_positions != DEFAULT_MAX_POSITIONS:
         parts += ["--max-positions", str(max_positions)]
     return " ".join(parts)
@@ -414,7 +418,7 @@ def _run_on_device(run: _Run, pids: list[str], unusable: Outcome | None, limits:
     def verdict(index: int, outcome: Outcome, duration_s: float) -> Verdict:
         pid = pids[index]
         return _verdict(pid, outcome, run.device, run.seed, replay_line(run.target.spec, run.seed, run.device, pid,
-                                                                        max_positions), duration_s)
+                                                                        max_positions, limits), duration_s)
 
     if unusable is not None:
         status, summary, evidence = unusable
@@ -493,7 +497,7 @@ def _cpu_cuda_verdict(
     prompt_len: int, max_positions: int, probe_error: Outcome | None, limits: _Limits,
 ) -> Verdict:
     cuda_device = _cuda_of(devices)
-    replay = replay_line(subject.spec, seed, "all", CPU_CUDA, max_positions)
+    replay = replay_line(subject.spec, seed, "all", CPU_CUDA, max_positions, limits)
     if not torch.cuda.is_available():
         outcome: Outcome = (Status.SKIP, "CUDA not available", {})
     elif "cpu" not in devices or not any(map(_is_cuda, devices)):

@@ -130,6 +130,21 @@ def choose_mechanism(device: str = "cpu") -> str:
     return "none"
 
 
+def limit_options(timeout: float | None, memory_limit_mb: float | None) -> list[str]:
+    """The command-line options that restore these limits, for replay lines; none at the defaults
+    (a TIMEOUT replayed under the default limit would wait 60 s instead of the run's 2).
+
+    >>> limit_options(2, DEFAULT_MEMORY_LIMIT_MB), limit_options(None, 512)
+    (['--timeout 2'], ['--timeout 0', '--memory-limit 512'])
+    """
+    options = []
+    if (timeout or None) != DEFAULT_TIMEOUT_S:
+        options.append(f"--timeout {timeout or 0:g}")
+    if (memory_limit_mb or None) != DEFAULT_MEMORY_LIMIT_MB:
+        options.append(f"--memory-limit {memory_limit_mb or 0:g}")
+    return options
+
+
 def run_limited(
     fn: Callable[[], Any],
     timeout: float | None = DEFAULT_TIMEOUT_S,

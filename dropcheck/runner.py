@@ -232,7 +232,7 @@ def run_check(
             mechanism = limits["isolation"][dev] = _mechanism(resolved, dev)
             # The spatial rank is set by the probe, run before the other checks for a channel contract.
             ctx = CheckContext(resolved, con, dev, seed, tuple(ps), prof.max_examples, 1, getattr(torch, dtype),
-                               prof.name)
+                               prof.name, timeout, memory_limit_mb)
             planned: list[Planned] = [
                 (pid, p, functools.partial(run_exact, ctx, pid) if p is None
                  else functools.partial(run_statistical, ctx, prof, ledger, pid, p))

@@ -169,6 +169,9 @@ def test_hanging_implementations_time_out_and_the_run_goes_on(capsys):
     assert lines["DROP-RATE"].startswith("TIMEOUT") and "sample could not be completed" in lines["DROP-RATE"], out
     assert lines["P-INVALID"].startswith("PASS"), out
     assert "2 timed out" in out and time.monotonic() - start < 15, out
+    # The replay lines keep the run's limit: replayed under the default 60 s, each would wait 60 s.
+    replays = [line.split("replay: ", 1)[1] for line in out.splitlines() if "replay: " in line]
+    assert len(replays) == 2 and all(" --timeout 1 " in r for r in replays), replays
 
 
 @pytest.mark.parametrize("impl", [hostile.sleeps_in_train, hostile.slow_in_train], ids=["sleeps-an-hour", "slow"])
