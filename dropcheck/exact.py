@@ -193,32 +193,33 @@ def grad_mask(ctx: CheckContext, case: dst.DropoutCase) -> None:
 def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     dut = ctx.target.build(case.p, ctx.device)
-    reseed(case.seed)
-    returned = require_tensor(dut.train(x), x, "train call")
-    first = [returned.clone(), require_tensor(dut.train(x), x, "train call").clone()]
-    # The first output must not have changed since it was returned (one output buffer, reused and
-    # overwritten by every call, would change it).
-    changed = (returned != first[0]) & ~(returned.isnan() & first[0].isnan())
-    if changed.any():
-        idx = first_index(changed)
-        raise PropertyViolation(
-            f"the output of a train call changed after it was returned, when the implementation was called "
-            f"again: element {idx} was {_describe_at(first[0], idx)}, is now {_describe_at(returned, idx)}"
-        )
-    reseed(case.seed)
-    again = [require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
-    for k, (a, b) in enumerate(zip(first, again)):
-        if not torch.equal(a, b):
-            idx = first_index(a.double() != b.double())
+    with case.calling():  # plain, or under no_grad (the input may require grad: _big_case_strategy)
+        reseed(case.seed)
+        returned = require_tensor(dut.train(x), x, "train call")
+        first = [returned.clone(), require_tensor(dut.train(x), x, "train call").clone()]
+        # The first output must not have changed since it was returned (one output buffer, reused and
+        # overwritten by every call, would change it).
+        changed = (returned != first[0]) & ~(returned.isnan() & first[0].isnan())
+        if changed.any():
+            idx = first_index(changed)
             raise PropertyViolation(
-                f"call {k + 1} after seeding with {case.seed} gave {_describe_at(a, idx)} at {idx} the first time "
-                f"and {_describe_at(b, idx)} after reseeding: the output is not determined by the seed"
+                f"the output of a train call changed after it was returned, when the implementation was called "
+                f"again: element {idx} was {_describe_at(first[0], idx)}, is now {_describe_at(returned, idx)}"
             )
-    if torch.equal(first[0], first[1]):
-        raise PropertyViolation(
-            f"two consecutive train calls gave identical outputs over {x.numel()} elements at p={case.p:g} "
-            "(chance (p²+q²)^units, nil here): the mask is reused across calls"
-        )
+        reseed(case.seed)
+        again = [require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
+        for k, (a, b) in enumerate(zip(first, again)):
+            if not torch.equal(a, b):
+                idx = first_index(a.double() != b.double())
+                raise PropertyViolation(
+                    f"call {k + 1} after seeding with {case.seed} gave {_describe_at(a, idx)} at {idx} the first time "
+                    f"and {_describe_at(b, idx)} after reseeding: the output is not determined by the seed"
+                )
+        if torch.equal(first[0], first[1]):
+            raise PropertyViolation(
+                f"two consecutive train calls gave identical outputs over {x.numel()} elements at p={case.p:g} "
+                "(chance (p²+q²)^units, nil here): the mask is reused across calls"
+            )
 
 
 def mode_roundtrip(ctx: CheckContext, case: dst.DropoutCase) -> None:
@@ -230,16 +231,17 @@ def mode_roundtrip(ctx: CheckContext, case: dst.DropoutCase) -> None:
     def is_eval_output(y: torch.Tensor) -> bool:
         return bool(((y.double() - expected_eval).abs() <= tol).all())
 
-    reseed(case.seed)
-    for sequence in (("train", "eval", "train"), ("eval", "train", "eval")):
-        for step, mode in enumerate(sequence):
-            y = require_tensor(getattr(dut, mode)(x), x, f"{mode} call")
-            if mode == "eval" and not is_eval_output(y):
-                raise PropertyViolation(f"after {'→'.join(sequence[:step + 1])} the eval call is not eval behaviour (output differs from the eval output)")
-            if mode == "train" and is_eval_output(y):
-                raise PropertyViolation(
-                    f"after {'→'.join(sequence[:step + 1])} the train call returned the eval output for all {x.numel()} elements at p={case.p:g}: dropout is not active"
-                )
+    with case.calling():  # plain, or under no_grad (the input may require grad: _big_case_strategy)
+        reseed(case.seed)
+        for sequence in (("train", "eval", "train"), ("eval", "train", "eval")):
+            for step, mode in enumerate(sequence):
+                y = require_tensor(getattr(dut, mode)(x), x, f"{mode} call")
+                if mode == "eval" and not is_eval_output(y):
+                    raise PropertyViolation(f"after {'→'.join(sequence[:step + 1])} the eval call is not eval behaviour (output differs from the eval output)")
+                if mode == "train" and is_eval_output(y):
+                    raise PropertyViolation(
+                        f"after {'→'.join(sequence[:step + 1])} the train call returned the eval output for all {x.numel()} elements at p={case.p:g}: dropout is not active"
+                    )
 
 
 def eval_rng_untouched(ctx: CheckContext, case: dst.DropoutCase) -> None:
@@ -281,7 +283,8 @@ def p_invalid(ctx: CheckContext) -> Verdict:
 # ---- the driver ------------------------------------------------------------------------------------
 def _big_case_strategy(ctx: CheckContext) -> st.SearchStrategy[dst.DropoutCase]:
     """Inputs with ~2048 units and p in [0.05, 0.95]: two identical masks are then impossible in
-    practice ((p²+q²)^2048 < 1e-40), so 'calls differ' and 'train is not eval' are exact checks."""
+    practice ((p²+q²)^2048 < 1e-40), so 'calls differ' and 'train is not eval' are exact checks.
+    Any memory layout, and calls plain, on an input that requires grad, or under no_grad."""
     shape = ctx.unit_shape(2048)
 
     @st.composite
@@ -289,7 +292,10 @@ def _big_case_strategy(ctx: CheckContext) -> st.SearchStrategy[dst.DropoutCase]:
         dtype = d(dst.one_of_these(dst.FLOAT_DTYPES), label="dtype")
         p = d(dst.drop_probabilities(low=0.05, high=0.95), label="p")
         seed = d(dst.seeds(), label="seed")
-        return dst.DropoutCase(dst.make_input(shape, dtype, seed, device=ctx.device), p, seed, "contiguous")
+        layout = d(dst.one_of_these(tuple(dst.layouts_for(shape))), label="layout")
+        autograd = d(dst.one_of_these(dst.AUTOGRAD_MODES), label="autograd")
+        x = dst.with_autograd(dst.make_input(shape, dtype, seed, layout, device=ctx.device), autograd)
+        return dst.DropoutCase(x, p, seed, layout, autograd)
 
     return draw()
 
@@ -331,16 +337,25 @@ EXACT_CHECKS: dict[str, Check] = {
 }
 
 
+# Eval behaviour, dtype/shape/device and the backward: what the train-mode samples never see.
+LARGE_INPUT_PROPERTIES = frozenset({"EVAL-IDENTITY", "KEEPS-META", "GRAD-MASK"})
+
+
 def _with_large_examples(ctx: CheckContext, property_id: str) -> Callable:
     """Besides the drawn inputs, always try two large float32 ones (~2048 units at p=0.5 and at a
     run p in [0.05, 0.95], else 0.1): a bug that shows only on some mask draws (a backward with
     its own mask) then shows with probability 1 - (p²+q²)^2048, i.e. always, instead of depending
     on the draws. (At a run p of 1e-5 it would not, and two masks would often be the same, which
-    the checks that masks differ would take for a reused mask.)"""
+    the checks that masks differ would take for a reused mask.)
+
+    For the properties in LARGE_INPUT_PROPERTIES the first is 65536 units: an implementation that
+    goes wrong only past some size (a kernel of its own for large inputs) passes every small input,
+    and the statistical samples, large as they are, only make train calls and read their values."""
     fixed_p = {"P-ZERO": 0.0, "P-ONE": 1.0}.get(property_id)
+    first_units = 65536 if property_id in LARGE_INPUT_PROPERTIES else 2048
     cases = []
     for k, p in enumerate((0.5, next((q for q in ctx.ps if 0.05 <= q <= 0.95 and q != 0.5), 0.1))):
-        x = dst.make_input(ctx.unit_shape(2048), torch.float32, k, device=ctx.device)
+        x = dst.make_input(ctx.unit_shape(first_units if k == 0 else 2048), torch.float32, k, device=ctx.device)
         cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else p, k, "contiguous"))
 
     def decorate(fn: Callable) -> Callable:

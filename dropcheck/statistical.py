@@ -29,6 +29,7 @@ from dropcheck.sampling import (
     unit_input_shape,
 )
 from dropcheck.seeding import derive_seed, seeded
+from dropcheck.strategies import with_autograd
 from dropcheck.verdict import StatTest, Status, Verdict
 
 
@@ -71,10 +72,13 @@ def drop_rate(s: Sampler) -> str:
     n_plan = power.rate_sample_size(s.p, s.profile.rate_delta, alpha_fix, POWER)
     seq = stats.RobbinsMixture(s.p, alpha=alpha_seq)
     x_big = s.input(min(n_plan, MAX_CHUNK_UNITS))
+    # Every other chunk is called on an input that requires grad (a leaf sharing x_big's storage): a
+    # rate that differs on the autograd path alone then shows, at half its size.
+    inputs = (x_big, with_autograd(x_big, "requires_grad"))
     flat_dim = 0 if s.ctx.contract.unit == "sample" else 1
     drops = n = 0
-    for size in chunked(n_plan):
-        kept = s.kept(x_big.narrow(flat_dim, 0, size))
+    for k, size in enumerate(chunked(n_plan)):
+        kept = s.kept(inputs[k % 2].narrow(flat_dim, 0, size))
         d = size - int(stats.count_true(kept))
         drops, n = drops + d, n + size
         seq.update(d, size)
@@ -145,8 +149,10 @@ def expectation(s: Sampler) -> str:
     return f"mean deviation z = {overall.statistic:+.2f} over {K} calls × {x.numel()} positions{note}"
 
 
-def rate_homogeneity(s: Sampler, blocks: int = 64) -> str:
-    x = s.input(s.profile.call_units)
+def rate_homogeneity(s: Sampler, blocks: int = 64, rows: int = 8) -> str:
+    # In rows, so that a rate that differs between the batch's rows (the first row handled apart)
+    # differs between blocks: each row is blocks // rows of them.
+    x = s.input(s.profile.call_units, rows=rows)
     calls = max(4, s.profile.calls // 4)
     counts = torch.zeros(x.numel(), dtype=counter_dtype(calls), device=x.device)
     for _ in range(calls):
@@ -200,11 +206,15 @@ def indep_positions(s: Sampler) -> str:
 def indep_rows(s: Sampler) -> str:
     rows = s.profile.rows
     x = s.input(s.profile.call_units, rows=rows)
-    mask = s.kept(x)
+    # Two calls: on x, and on the same values laid out column-major, since an implementation may take
+    # another path for non-contiguous inputs. The calls are independent, so all 2·rows rows of their
+    # masks are tested together: a mask shared by the rows of either call fails.
+    strided = x.transpose(0, 1).contiguous().transpose(0, 1)
+    mask = torch.cat([s.kept(x), s.kept(strided)])
     F = mask.shape[1]
     s.record("row-correlation", independence.row_correlation_test(mask, s.q), mask.numel(),
              power.correlation_mde(F, s.alpha("row-correlation"), POWER), "correlation between two rows")
-    return f"{rows} rows × {F} units"
+    return f"2 calls (one input contiguous, one column-major) × {rows} rows × {F} units"
 
 
 def indep_calls(s: Sampler) -> str:
@@ -269,10 +279,10 @@ def indep_input(s: Sampler, bins: int = 8) -> str:
     return f"{n} units, inputs ±10^U(-3,{top:.3g}) in {2 * half} bins (sign × {half} equally likely magnitude ranges)"
 
 
-# The properties that draw their sample in one implementation call: their cost is dropcheck's own
-# analysis, so the runner puts them in the lane beside the implementation's many calls
-# (dropcheck.lanes). tests/test_lanes.py counts the calls.
-ONE_CALL = frozenset({"INDEP-POSITIONS", "INDEP-ROWS", "INDEP-INPUT"})
+# The properties that draw their sample in one or two implementation calls: their cost is
+# dropcheck's own analysis, so the runner puts them in the lane beside the implementation's many
+# calls (dropcheck.lanes). tests/test_lanes.py counts the calls.
+FEW_CALLS = frozenset({"INDEP-POSITIONS", "INDEP-ROWS", "INDEP-INPUT"})
 
 STATISTICAL_CHECKS: dict[str, Callable[[Sampler], str]] = {
     "DROP-RATE": drop_rate,

@@ -10,6 +10,7 @@ only mean "dropped" (even in float16 at p close to 1: 2/(1e-3) is far below 6550
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -31,16 +32,33 @@ class DropoutCase:
     p: float
     seed: int
     layout: str
+    # How the implementation is called: "plain", on an input that requires grad, or under
+    # torch.no_grad() (as Monte Carlo dropout at inference is): a mask cached or biased only on one
+    # of these paths is a bug the others cannot show.
+    autograd: str = "plain"
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape)
 
+    def calling(self) -> contextlib.AbstractContextManager:
+        """The grad mode to make the calls under."""
+        return torch.no_grad() if self.autograd == "no_grad" else contextlib.nullcontext()
+
     def __repr__(self) -> str:  # what Hypothesis prints as the falsifying example
+        grad = "" if self.autograd == "plain" else f", autograd={self.autograd}"
         return (
             f"DropoutCase(shape={self.shape}, dtype={str(self.x.dtype).removeprefix('torch.')}, "
-            f"layout={self.layout}, p={self.p!r}, seed={self.seed})"
+            f"layout={self.layout}, p={self.p!r}, seed={self.seed}{grad})"
         )
+
+
+AUTOGRAD_MODES = ("plain", "requires_grad", "no_grad")
+
+
+def with_autograd(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """`x` itself, or for "requires_grad" a leaf sharing its storage and strides that requires grad."""
+    return x.detach().requires_grad_(True) if mode == "requires_grad" and x.is_floating_point() else x
 
 
 # Strategies are built once per argument set and reused (functools.cache): building and validating a

@@ -239,8 +239,76 @@ def value_dependent(x, p, training):
 
 
 # property ID → (implementation, contract): each must fail that property.
+# ---- bugs on one calling path only (found by an adversarial review) ------------------------------------
+_path_cache: dict = {}
+
+
+def _inverted(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    return x * keep.to(x.dtype) * _scale(p)
+
+
+def cached_mask_when_grad(x, p, training):
+    """Reuses one mask per shape whenever the input requires grad (SEED-REPLAY)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    if not x.requires_grad:
+        return _inverted(x, _keep(x, p), p)
+    key = ("grad", tuple(x.shape), p)
+    return _inverted(x, _path_cache.setdefault(key, _keep(x, p)), p)
+
+
+def cached_mask_under_no_grad(x, p, training):
+    """Reuses one mask per shape under torch.no_grad(), as a Monte Carlo inference path might (SEED-REPLAY)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    if torch.is_grad_enabled():
+        return _inverted(x, _keep(x, p), p)
+    key = ("no_grad", tuple(x.shape), p)
+    return _inverted(x, _path_cache.setdefault(key, _keep(x, p)), p)
+
+
+def biased_when_grad(x, p, training):
+    """Drops at p + 0.005 when the input requires grad (DROP-RATE)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    q = min(1.0, p + 0.005) if x.requires_grad else p
+    return _inverted(x, torch.rand(x.shape, device=x.device) >= q, p)
+
+
+def rows_share_mask_when_strided(x, p, training):
+    """One mask for all rows when the input is not contiguous (INDEP-ROWS)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    if x.is_contiguous() or x.dim() < 2:
+        return _inverted(x, _keep(x, p), p)
+    return _inverted(x, torch.rand((1, *x.shape[1:]), device=x.device) >= p, p)
+
+
+def biased_after_first_row(x, p, training):
+    """Rows after the first drop at p + 0.1·min(p, q): the first row is handled apart (RATE-HOMOGENEITY)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    rate = torch.full(x.shape, p, device=x.device)
+    if x.dim() >= 2:
+        rate[1:] += 0.1 * min(p, 1 - p)
+    return _inverted(x, torch.rand(x.shape, device=x.device) >= rate, p)
+
+
+def eval_drops_large_inputs(x, p, training):
+    """Eval mode drops as train mode does once the input has more than 4096 elements (EVAL-IDENTITY)."""
+    _validated(p)
+    if (not training and x.numel() <= 4096) or p == 0:
+        return x
+    return torch.zeros_like(x) if p == 1 else _inverted(x, _keep(x, p), p)
+
+
 BROKEN: dict[str, list[tuple[object, str]]] = {
-    "EVAL-IDENTITY": [(scale_in_eval_too, "inverted"), (active_in_eval, "inverted")],
+    "EVAL-IDENTITY": [(scale_in_eval_too, "inverted"), (active_in_eval, "inverted"), (eval_drops_large_inputs, "inverted")],
     "SUPPORT-SCALE": [(no_scaling, "inverted")],
     "MASK-UNIT": [(elementwise_under_channel, "channel")],
     "P-ZERO": [(p_zero_not_identity, "inverted"), (keep_drop_swapped, "inverted")],
@@ -249,14 +317,15 @@ BROKEN: dict[str, list[tuple[object, str]]] = {
     "KEEPS-META": [(upcasts_dtype, "inverted")],
     "INPUT-UNTOUCHED": [(in_place, "inverted")],
     "GRAD-MASK": [(grad_not_masked, "inverted"), (backward_fresh_mask, "inverted")],
-    "SEED-REPLAY": [(private_unseeded_generator, "inverted"), (cached_mask, "inverted")],
+    "SEED-REPLAY": [(private_unseeded_generator, "inverted"), (cached_mask, "inverted"),
+                    (cached_mask_when_grad, "inverted"), (cached_mask_under_no_grad, "inverted")],
     "MODE-ROUNDTRIP": [(StickyEval, "inverted")],
     "EVAL-RNG-UNTOUCHED": [(eval_draws_random, "inverted")],
-    "DROP-RATE": [(keep_drop_swapped, "inverted")],
+    "DROP-RATE": [(keep_drop_swapped, "inverted"), (biased_when_grad, "inverted")],
     "EXPECTATION": [(no_scaling, "inverted")],
-    "RATE-HOMOGENEITY": [(positional_bias, "inverted")],
+    "RATE-HOMOGENEITY": [(positional_bias, "inverted"), (biased_after_first_row, "inverted")],
     "INDEP-POSITIONS": [(tiled_mask, "inverted")],
-    "INDEP-ROWS": [(batch_shared_mask, "inverted")],
+    "INDEP-ROWS": [(batch_shared_mask, "inverted"), (rows_share_mask_when_strided, "inverted")],
     "INDEP-CALLS": [(cached_mask, "inverted")],
     "INDEP-INPUT": [(value_dependent, "inverted")],
 }

@@ -16,7 +16,8 @@ def test_the_bench_phases_split_the_whole_run() -> None:
     # Same seeds, same calls: the two phases together make exactly the whole run's calls.
     assert stat["calls"] + exact["calls"] == whole["calls"], (stat["calls"], exact["calls"], whole["calls"])
     assert stat["elements"] + exact["elements"] == whole["elements"]
-    assert stat["elements"] > 10 * exact["elements"], "the exact phase calls on small inputs, the statistical on samples"
+    # The exact phase's inputs are small but for one of 65536 units per large-input property.
+    assert stat["elements"] > 5 * exact["elements"], "the exact phase calls on small inputs, the statistical on samples"
     assert whole["mdes"]["DROP-RATE/binomial"] > 0
 
     lanes = run_child("quick", DEFAULT_TARGET, "lanes")

@@ -217,16 +217,16 @@ def test_a_run_gives_the_same_verdicts_side_by_side_as_one_after_the_other(monke
 
 
 @pytest.mark.parametrize("property_id", [p.id for p in registry.for_contract("inverted", "statistical")])
-def test_the_one_call_properties_make_one_call_and_the_others_many(property_id):
-    """The runner's lane split rests on this (statistical.ONE_CALL, runner.lane_of)."""
+def test_the_few_call_properties_make_one_or_two_calls_and_the_others_many(property_id):
+    """The runner's lane split rests on this (statistical.FEW_CALLS, runner.lane_of)."""
     target = resolve_dropout("reference_impls.inverted:InvertedDropout")
     target.meter = CallMeter()
     result = run_check(target, profile="quick", ps=[0.5], only=[property_id])
     assert result.ok, result.summary()
-    if property_id in statistical.ONE_CALL:
-        assert target.meter.calls == 1 and runner.lane_of(property_id, 0.5) == 1, target.meter.calls
+    if property_id in statistical.FEW_CALLS:
+        assert target.meter.calls <= 2 and runner.lane_of(property_id, 0.5) == 1, target.meter.calls
     else:
-        assert target.meter.calls > 1 and runner.lane_of(property_id, 0.5) == 0, target.meter.calls
+        assert target.meter.calls > 2 and runner.lane_of(property_id, 0.5) == 0, target.meter.calls
 
 
 def test_bad_lane_numbers_are_refused():
