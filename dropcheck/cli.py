@@ -211,8 +211,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                            timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"])
     stream.catch_up(result.verdicts)
     out.summary_line(con, result.verdicts, time.perf_counter() - start)
-    con.print(f"alpha budget {result.ledger['family_alpha']:g} over {result.ledger['tests']} statistical tests "
-              f"({result.ledger['alpha_each']:.2g} each, Bonferroni)", style="dim")
+    if result.ledger["tests"]:
+        con.print(f"alpha budget {result.ledger['family_alpha']:g} over {result.ledger['tests']} statistical tests "
+                  f"({result.ledger['alpha_each']:.2g} each, Bonferroni)", style="dim")
+    else:  # every statistical property skipped (no CUDA, p = 0 or 1) or left out by --only
+        con.print("no statistical tests in this run", style="dim")
     return conclude(con, result, opts["json"])
 
 
@@ -226,10 +229,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck.targets import target_code
 
     opts = parse_options(args, DECODE_OPTIONS)
-    foreign = [pid for pid in opts["only"] or [] if registry.get(pid).kind != "decode"]
-    if foreign:
-        decode_ids = [p.id for p in registry.PROPERTIES.values() if p.kind == "decode"]
-        raise UsageError(f"--only: {', '.join(foreign)} not decode properties; they are {', '.join(decode_ids)}")
+    decode_ids = [p.id for p in registry.PROPERTIES.values() if p.kind == "decode"]
+    foreign = [pid for pid in opts["only"] or [] if pid.upper() not in decode_ids]
+    if foreign:  # unknown IDs and `check` properties alike: list the decode ones, the only ones meant here
+        raise UsageError(f"--only: {', '.join(foreign)}: not {'a decode property' if len(foreign) == 1 else 'decode properties'}; "
+                         f"those are {', '.join(decode_ids)}")
     if args.target:
         with target_code(args.target, opts["timeout"], "importing it"):
             resolve_model(args.target)  # TargetError → exit 2 before the header

@@ -45,7 +45,7 @@ def summary_line(console: Console, verdicts: list[Verdict], seconds: float) -> N
     counts: dict[Status, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
-    words = {Status.PASS: "passed", Status.FAIL: "failed", Status.ERROR: "errors", Status.TIMEOUT: "timed out",
+    words = {Status.PASS: "passed", Status.FAIL: "failed", Status.ERROR: "errored", Status.TIMEOUT: "timed out",
              Status.SKIP: "skipped", Status.INCONCLUSIVE: "inconclusive"}
     parts = [f"[{STYLE[s]}]{counts[s]} {words[s]}[/]" for s in Status if s in counts]
     console.print(f"{', '.join(parts) or 'no properties ran'} in {seconds:.1f} s")

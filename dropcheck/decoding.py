@@ -149,11 +149,11 @@ def check_train_active(run: _Run) -> Outcome:
     if varies:
         return Status.FAIL, "train outputs vary between calls but one equals eval bitwise", ev
     if not active:
-        extra = f" ({len(found)} dropout modules, all with p=0)" if found else ""
+        extra = f" ({len(found)} dropout module{'s' if len(found) != 1 else ''}, all with p=0)" if found else ""
         return Status.SKIP, f"model has no dropout{extra}", ev
     example = active[0]
     return Status.FAIL, (
-        f"dropout configured but never applied: {len(active)} dropout modules with p>0 "
+        f"dropout configured but never applied: {len(active)} dropout module{'s' if len(active) != 1 else ''} with p>0 "
         f"(e.g. {type(example).__name__}(p={getattr(example, 'p', '?')})), "
         "yet two train-mode calls gave bitwise-equal logits"
     ), ev

@@ -74,9 +74,11 @@ def eval_identity(ctx: CheckContext, case: dst.DropoutCase) -> None:
 
 
 def support_scale(ctx: CheckContext, case: dst.DropoutCase) -> None:
-    x = case.x
+    # Judged against the input as it was: an in-place implementation has changed case.x by now
+    # (INPUT-UNTOUCHED's bug), and its output compared with that would read as neither kept nor dropped.
+    x = case.x.clone()
     reseed(case.seed)
-    y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    y = require_tensor(ctx.target.build(case.p, ctx.device).train(case.x), x, "train call")
     kept, dropped = classify(ctx, x, y, case.p)
     bad = ~(kept | dropped)
     if bad.any():
@@ -94,9 +96,9 @@ def _kept_formula(ctx: CheckContext) -> str:
 
 
 def mask_unit(ctx: CheckContext, case: dst.DropoutCase) -> None:
-    x = case.x
+    x = case.x.clone()  # as it was (see support_scale)
     reseed(case.seed)
-    y = require_tensor(ctx.target.build(case.p, ctx.device).train(x), x, "train call")
+    y = require_tensor(ctx.target.build(case.p, ctx.device).train(case.x), x, "train call")
     kept, dropped = classify(ctx, x, y, case.p)
     start = 2 if ctx.contract.unit == "channel" else 1
 
@@ -190,6 +192,12 @@ def grad_mask(ctx: CheckContext, case: dst.DropoutCase) -> None:
         )
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal element for element, NaN matching NaN: a NaN output is SUPPORT-SCALE's to report, not a
+    sign that the output is not determined by the seed."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
 def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
     dut = ctx.target.build(case.p, ctx.device)
@@ -209,13 +217,13 @@ def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
         reseed(case.seed)
         again = [require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
         for k, (a, b) in enumerate(zip(first, again)):
-            if not torch.equal(a, b):
-                idx = first_index(a.double() != b.double())
+            if not _same(a, b):
+                idx = first_index(~((a == b) | (a.isnan() & b.isnan())))
                 raise PropertyViolation(
                     f"call {k + 1} after seeding with {case.seed} gave {_describe_at(a, idx)} at {idx} the first time "
                     f"and {_describe_at(b, idx)} after reseeding: the output is not determined by the seed"
                 )
-        if torch.equal(first[0], first[1]):
+        if torch.equal(first[0], first[1]):  # NaN ≠ NaN here: an all-NaN output is not a reused mask
             raise PropertyViolation(
                 f"two consecutive train calls gave identical outputs over {x.numel()} elements at p={case.p:g} "
                 "(chance (p²+q²)^units, nil here): the mask is reused across calls"
@@ -259,6 +267,15 @@ P_INVALID_VALUES = (-0.1, -1e-9, 1.0 + 1e-9, 1.5, math.nan)
 def p_invalid(ctx: CheckContext) -> Verdict:
     """Not a Hypothesis property: a fixed list of invalid p, each must raise before any output."""
     x = dst.make_input(ctx.unit_shape(256), torch.float32, 0, device=ctx.device)
+    # First a valid p (built at 0.5, one eval call, which no hang in train mode can stop): an
+    # implementation that raises whatever it gets would otherwise "reject" every invalid p.
+    try:
+        with seeded(ctx.seed):
+            ctx.target.build(0.5, ctx.device).eval(x)
+    except Exception as e:
+        return Verdict("P-INVALID", Status.ERROR,
+                       f"implementation raised {type(e).__name__}: {e} for the valid p=0.5 too, so its raising for "
+                       "invalid p says nothing", device=ctx.device, seed=ctx.seed, replay=ctx.replay("P-INVALID"))
     raised: dict[str, str] = {}
     for bad in P_INVALID_VALUES:
         try:

@@ -69,7 +69,7 @@ def resolve_model(target: str | Any | None) -> ModelTarget:
         raise TargetError(f"TARGET {spec!r} is a class but not an nn.Module subclass")
     if not callable(obj):
         raise TargetError(
-            f"TARGET {spec!r} is a {type(obj).__name__}: expected an nn.Module subclass or a zero-argument factory"
+            f"TARGET {spec!r} is of type {type(obj).__name__}: expected an nn.Module subclass or a zero-argument factory"
         )
     missing = _required_params(obj)
     if missing:

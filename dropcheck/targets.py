@@ -214,7 +214,7 @@ def resolve_dropout(target: str | Any) -> DropoutTarget:
             )
         return DropoutTarget(spec, obj, "function")
     raise TargetError(
-        f"TARGET {spec!r} is a {type(obj).__name__}: expected an nn.Module subclass or a function f(input, p, training)"
+        f"TARGET {spec!r} is of type {type(obj).__name__}: expected an nn.Module subclass or a function f(input, p, training)"
     )
 
 

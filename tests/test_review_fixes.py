@@ -103,3 +103,34 @@ def test_a_rate_bug_at_tiny_p_is_still_caught_by_drop_rate():
 
     result = run_check(drops_two_percent, profile="quick", ps=[1e-6], only=["DROP-RATE"])
     assert [v.status for v in result.verdicts] == [Status.FAIL], result.summary()
+
+
+# ---- misleading verdicts (found by a new user's review) ----------------------------------------------
+def test_an_in_place_dropout_fails_input_untouched_only_not_support_scale():
+    # Its output was compared with the input it had already overwritten: "neither dropped nor kept".
+    from tests.broken_impls import in_place
+
+    result = run_check(in_place, profile="quick", only=["SUPPORT-SCALE", "INPUT-UNTOUCHED"])
+    got = {v.property_id: v.status for v in result.verdicts}
+    assert got == {"SUPPORT-SCALE": Status.PASS, "INPUT-UNTOUCHED": Status.FAIL}, result.summary()
+
+
+def _all_nan(x, p, training):
+    return torch.full_like(x, float("nan")) if training else x
+
+
+def test_a_nan_output_is_not_called_unreproducible():
+    result = run_check(_all_nan, profile="quick", only=["SEED-REPLAY", "SUPPORT-SCALE"])
+    by_id = {v.property_id: v for v in result.verdicts}
+    assert by_id["SUPPORT-SCALE"].status == Status.FAIL, result.summary()
+    assert "not determined by the seed" not in by_id["SEED-REPLAY"].summary, by_id["SEED-REPLAY"].summary
+
+
+def _raises_always(x, p, training):
+    raise TypeError("not implemented for this input")
+
+
+def test_an_implementation_that_raises_for_any_p_does_not_pass_p_invalid():
+    result = run_check(_raises_always, profile="quick", only=["P-INVALID"])
+    (v,) = result.verdicts
+    assert v.status == Status.ERROR and "valid p=0.5" in v.summary, v.summary
