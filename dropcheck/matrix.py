@@ -90,7 +90,7 @@ def run_matrix(
         if progress:
             progress.finish(inner, f"{'ok  ' if data['ok'] else 'FAIL'} built-in GPT (decode): {_counts(data)} in {data['duration_s']:.0f} s")
             progress.advance(outer, "decode")
-    (out / "index.md").write_text(render_index(reports, [_slug_of(d) for d in reports]))
+    (out / "index.md").write_text(render_index(reports, [_slug_of(d) for d in reports], out))
     return reports
 
 
@@ -107,7 +107,7 @@ def render_only(out: Path) -> list[dict[str, Any]]:
         slugs.append(path.stem)
     order = {_slug_of(d): i for i, d in enumerate(_catalogue_order())}
     pairs = sorted(zip(reports, slugs), key=lambda rs: order.get(rs[1], len(order)))
-    (out / "index.md").write_text(render_index([r for r, _ in pairs], [s for _, s in pairs]))
+    (out / "index.md").write_text(render_index([r for r, _ in pairs], [s for _, s in pairs], out))
     return [r for r, _ in pairs]
 
 
@@ -133,15 +133,18 @@ def _counts(data: dict[str, Any]) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
-def render_index(reports: list[dict[str, Any]], slugs: list[str]) -> str:
-    """index.md: the property × implementation table, then one line per implementation with links."""
+def render_index(reports: list[dict[str, Any]], slugs: list[str], out: Path = Path("reports")) -> str:
+    """index.md: the property × implementation table, then one line per implementation with links.
+    The commands it gives regenerate this folder, `out`, with the reports' profile."""
     checks = [(d, s) for d, s in zip(reports, slugs) if d.get("kind", "check") == "check"]
     decodes = [(d, s) for d, s in zip(reports, slugs) if d.get("kind") == "decode"]
     first = reports[0] if reports else {}
+    profile = first.get("profile", "default")
+    command = f"dropcheck matrix --out {out}/" + ("" if profile in (None, "default") else f" --profile {profile}")
     lines = ["# dropcheck conformance matrix", "",
              ("Every reference implementation (`reference_impls.CATALOGUE`) checked against its contract, and the "
-              "built-in GPT decoded. Regenerate with `dropcheck matrix --out reports/` (about 2 minutes on 2 CPU "
-              "cores); `dropcheck matrix --out reports/ --render-only` re-renders the Markdown, HTML and this index "
+              f"built-in GPT decoded. Regenerate with `{command}` (about a minute on 2 CPU cores at the default "
+              f"profile); `dropcheck matrix --out {out}/ --render-only` re-renders the Markdown, HTML and this index "
               "from the JSON, which is the source of truth."), ""]
     if first:
         v = first.get("versions", {})

@@ -112,8 +112,9 @@ def _unwrap(out: Any, idx: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"model returned {type(out).__name__}; expected logits (B, T, V) or an object with .logits")
     if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(idx.shape):
+        hint = " (a dropout layer is checked with `dropcheck check`, not `decode`)" if logits.shape == idx.shape else ""
         raise ValueError(
-            f"model output has shape {tuple(logits.shape)}; expected (B, T, V) with (B, T) = {tuple(idx.shape)}"
+            f"model output has shape {tuple(logits.shape)}; expected (B, T, V) with (B, T) = {tuple(idx.shape)}{hint}"
         )
     return logits
 

@@ -52,9 +52,10 @@ parse_seed = parse_int_at_least("seed", 0, "negative; seeds are integers ≥ 0")
 
 def parse_choice(option: str, choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"--{option}: {text!r} is not one of {', '.join(choices)}")
-        return text
+        for choice in choices:  # in any case, as --only takes property IDs
+            if text.lower() == choice.lower():
+                return choice
+        raise ValueError(f"--{option}: {text!r} is not one of {', '.join(choices)}")
 
     return parse
 
@@ -65,7 +66,11 @@ def parse_only(text: str) -> list[str]:
     ids = [t.strip().upper() for t in str(text).split(",") if t.strip()]
     unknown = [i for i in ids if i not in PROPERTIES]
     if unknown:
-        raise ValueError(f"--only: unknown property {', '.join(unknown)}; known: {', '.join(PROPERTIES)}")
+        import difflib
+
+        close = [m for i in unknown for m in difflib.get_close_matches(i, list(PROPERTIES), n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"--only: unknown property {', '.join(unknown)}{hint}; known: {', '.join(PROPERTIES)}")
     return ids
 
 
@@ -126,7 +131,7 @@ MEMORY_LIMIT = Option("memory-limit", "how far one property check's process may 
                       "(Linux, CPU); beyond it the check's verdict is an out-of-memory error",
                       f"{DEFAULT_MEMORY_LIMIT_MB:g}", parse_limit("memory-limit"), "MIB")
 
-MAX_POSITIONS = Option("max-positions", "prompt plus generated tokens stay within this many positions", "32",
+MAX_POSITIONS = Option("max-positions", "prompt plus generated tokens stay within this many positions (the built-in GPT has 64)", "32",
                        parse_int_at_least("max-positions", 4, "too small; prompts and new tokens need at least 4 positions"),
                        "N")
 

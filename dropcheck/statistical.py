@@ -86,7 +86,8 @@ def drop_rate(s: Sampler) -> str:
             log_m = seq.log_evidence()
             s.tests.append(StatTest("sequential", math.exp(-log_m), alpha_seq, n, log_m, None, None,
                                     {"stopped_after": n, "drops": drops}))
-            return f"stopped early after {n} units: {drops} dropped (rate {drops / n:.4g}, p={s.p:g}); anytime-valid evidence e^{log_m:.1f} ≥ 1/alpha"
+            when = "stopped early after" if n < n_plan else "rejected at the end of the sample, after"
+            return f"{when} {n} units: {drops} dropped (rate {drops / n:.4g}, p={s.p:g}); anytime-valid evidence e^{log_m:.1f} ≥ 1/alpha"
     log_m = seq.log_evidence()
     s.tests.append(StatTest("sequential", min(1.0, math.exp(-log_m)), alpha_seq, n, log_m,
                             power.sequential_rate_mde(n, s.p, alpha_seq, POWER), "drop-rate bias", {"drops": drops}))

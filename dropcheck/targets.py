@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -34,7 +35,11 @@ def load_object(spec: str) -> Any:
     True
     """
     if ":" not in spec:
-        raise TargetError(f"TARGET {spec!r} must look like 'package.module:NAME' or 'path/to/file.py:NAME'")
+        hint = ""
+        if "." in spec and not spec.endswith(".py"):  # torch.nn.Dropout for torch.nn:Dropout
+            module, _, attr = spec.rpartition(".")
+            hint = f"; did you mean '{module}:{attr}'?"
+        raise TargetError(f"TARGET {spec!r} must look like 'package.module:NAME' or 'path/to/file.py:NAME'{hint}")
     where, _, name = spec.rpartition(":")
     if not where or not name:
         raise TargetError(f"TARGET {spec!r} must look like 'package.module:NAME' or 'path/to/file.py:NAME'")
@@ -44,7 +49,9 @@ def load_object(spec: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise TargetError(f"TARGET {spec!r}: {where} has no attribute {name!r}") from None
+            close = difflib.get_close_matches(part, [n for n in dir(obj) if not n.startswith("_")], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TargetError(f"TARGET {spec!r}: {where} has no attribute {name!r}{hint}") from None
     return obj
 
 
@@ -164,7 +171,9 @@ class DropoutTarget:
         try:
             module = self.obj(0.5)
         except Exception as e:
-            raise TargetError(f"TARGET {self.spec!r}: constructor rejects p: {self.name}(0.5) raised {type(e).__name__}: {e}") from e
+            raise TargetError(f"TARGET {self.spec!r}: constructor rejects p: {self.name}(0.5) raised {type(e).__name__}: {e} "
+                              f"(a module class is built as NAME(p): give it a p argument, or check a function "
+                              f"f(input, p, training) that builds it)") from e
         if not isinstance(module, nn.Module):
             raise TargetError(f"TARGET {self.spec!r}: {self.name}(0.5) returned {type(module).__name__}, not an nn.Module")
 

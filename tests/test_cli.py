@@ -115,3 +115,31 @@ def test_a_multiline_exception_stays_on_one_verdict_line(capsys):
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(lines) == 1 and "first line | second line" in lines[0], out
+
+
+# ---- small things a new user met (UX review) ---------------------------------------------------------
+@pytest.mark.parametrize("argv,needle", [
+    (["check", "torch.nn.Dropout"], "did you mean 'torch.nn:Dropout'?"),
+    (["check", "torch.nn:Dropoutt"], "did you mean 'Dropout'?"),
+    (["decode", "--max-positions", "100000"], "the built-in GPT has 64 positions"),
+    (["decode", "--only", "DECODE-REPAET"], "did you mean DECODE-REPEAT?"),
+    (["decode", "--only", "DROP-RATE"], "not a decode property; those are DECODE-"),
+])
+def test_mistakes_get_a_hint_and_exit_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+
+
+def test_choices_take_any_case_as_only_does(capsys):
+    assert main(["check", "torch.nn:Dropout", "--contract", "Inverted", "--device", "CPU", "--profile", "Quick",
+                 "--only", "eval-identity"]) == 0, capsys.readouterr()
+
+
+def test_the_matrix_index_regenerates_the_folder_and_profile_it_describes(tmp_path):
+    from dropcheck.matrix import render_index
+
+    report = {"profile": "quick", "seed": 1, "devices": ["cpu"], "versions": {}, "kind": "check", "verdicts": [],
+              "target": "t", "contract": "inverted", "ok": True, "duration_s": 1.0}
+    text = render_index([report], ["t"], tmp_path / "m")
+    assert f"`dropcheck matrix --out {tmp_path / 'm'}/ --profile quick`" in text, text[:600]
