@@ -51,7 +51,7 @@ from dropcheck.models import (
     same_bits,
 )
 from dropcheck.seeding import DEFAULT_SEED, derive_seed, rng_fingerprint, seeded
-from dropcheck.targets import TargetError
+from dropcheck.targets import TargetError, replayable
 from dropcheck.verdict import Status, Verdict, gathering
 
 N_PROMPTS = 3  # prompts per check: enough to see a leak, few enough for a one-second run
@@ -312,6 +312,9 @@ def replay_line(spec: str, seed: int, device: str, property_id: str, max_positio
     >>> replay_line("m.py:GPT", 1, "cpu", "DECODE-REPEAT", 32)
     'dropcheck decode m.py:GPT --device cpu --seed 1 --only DECODE-REPEAT'
     """
+    if spec and not replayable(spec):
+        return (f"none from the command line: TARGET {spec} has no name it could load (move it to a module for "
+                f"that); call dropcheck.decode on it with only=[{property_id!r}], seed={seed}, device={device!r}")
     parts = ["dropcheck", "decode"] + ([shlex.quote(spec)] if spec else [])
     parts += ["--device", device, "--seed", str(seed)]
     if limits is not None:

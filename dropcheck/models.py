@@ -15,7 +15,7 @@ from torch import nn
 
 from dropcheck.gpt import GPTModel, KVCache
 from dropcheck.seeding import seeded
-from dropcheck.targets import TargetError, load_object
+from dropcheck.targets import TargetError, describe_object, load_object
 from dropcheck.verdict import Status
 
 # A disagreement between two different computations is a near-tie when the reference's margin
@@ -95,10 +95,8 @@ def _required_params(obj: Callable) -> list[str]:
 
 def _describe(obj: Any) -> str:
     if isinstance(obj, nn.Module):  # its weights are not in any file: say so rather than name the class
-        return f"<{_describe(type(obj))} instance>"
-    mod = getattr(obj, "__module__", None) or "?"
-    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
-    return f"{mod}:{name}"
+        return f"<{describe_object(type(obj))} instance>"
+    return describe_object(obj)
 
 
 def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:

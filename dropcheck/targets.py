@@ -206,7 +206,7 @@ def resolve_dropout(target: str | Any) -> DropoutTarget:
     """
     if isinstance(target, DropoutTarget):
         return target
-    spec = target if isinstance(target, str) else _describe(target)
+    spec = target if isinstance(target, str) else describe_object(target)
     obj = load_object(target) if isinstance(target, str) else target
     if inspect.isclass(obj):
         if issubclass(obj, nn.Module):
@@ -237,10 +237,22 @@ def _accepts_three_positional(fn: Callable) -> bool:
     return True
 
 
-def _describe(obj: Any) -> str:
+def describe_object(obj: Any) -> str:
+    """A TARGET spec for an object passed in (the API, the plugin's own tests): `pkg.mod:NAME`.
+    Some have no name `dropcheck check` could load (see `replayable`): functions' locals, lambdas, and
+    whatever the running script defines (`__main__`; loading the script by its path would run it)."""
     mod = getattr(obj, "__module__", None) or "?"
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
     return f"{mod}:{name}"
+
+
+def replayable(spec: str) -> bool:
+    """Whether `dropcheck check SPEC` can load the TARGET again (not a local function or a lambda).
+
+    >>> replayable("reference_impls.inverted:InvertedDropout"), replayable("__main__:test.<locals>.f")
+    (True, False)
+    """
+    return "<" not in spec and not spec.startswith("__main__:")
 
 
 def resolve_within(target: str, timeout: float | None) -> DropoutTarget:

@@ -124,3 +124,13 @@ def test_versions_never_initialise_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", would_initialise)
     got = runner.versions()["cuda_devices"]
     assert got == "2 (names not read: this run did not use CUDA)", got
+
+
+def test_a_target_without_a_loadable_name_gets_no_command_that_cannot_run():
+    # `dropcheck check tests.test_api:<locals>...` or `__main__:Mine` fails with "no attribute": say so instead.
+    def doubles(x, p, training):
+        return x * 2 if training else x
+
+    (v,) = dropcheck.check(doubles, profile="quick", only=["SUPPORT-SCALE"]).verdicts
+    assert v.status.value == "fail" and v.replay.startswith("none from the command line"), v.replay
+    assert "only=['SUPPORT-SCALE']" in v.replay and "seed=" in v.replay, v.replay
