@@ -33,6 +33,9 @@ from dropcheck.strategies import with_autograd
 from dropcheck.verdict import StatTest, Status, Verdict
 
 
+_WATCHED = 4096  # input values compared before and after a sample (Sampler.inputs_untouched)
+
+
 class Sampler:
     """Everything one statistical property needs: the implementation at p, a seeded input
     generator, and its alpha shares."""
@@ -44,14 +47,23 @@ class Sampler:
         self.dut = ctx.target.build(p, ctx.device)
         self.outputs = OutputCheck(ctx.device)  # every train output of the sample passes through it
         self.tests: list[StatTest] = []
+        self._inputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # each input with its first values
 
     def alpha(self, test: str) -> float:
         return self.ledger.alpha(self.property_id, test, self.p, self.ctx.device)
 
     def input(self, units: int, rows: int = 1) -> torch.Tensor:
         high = safe_high_magnitude(self.ctx.contract.values, self.p, self.ctx.sample_dtype)
-        return signed_uniform(unit_input_shape(self.ctx, units, rows), self.ctx.device, self.gen,
-                              self.ctx.sample_dtype, high, fresh=FRESH_INPUT_UNITS)
+        x = signed_uniform(unit_input_shape(self.ctx, units, rows), self.ctx.device, self.gen,
+                           self.ctx.sample_dtype, high, fresh=FRESH_INPUT_UNITS)
+        self._inputs.append((x, x.flatten()[:_WATCHED].clone()))
+        return x
+
+    def inputs_untouched(self) -> bool:
+        """Whether the sample's inputs still hold their values: an in-place implementation overwrites
+        them, and its later calls then see its own outputs (zeros, at the end), which says nothing.
+        The first few thousand values stand for the whole: such a write covers the whole input."""
+        return all(torch.equal(x.flatten()[:_WATCHED], first) for x, first in self._inputs)
 
     def kept(self, x: torch.Tensor) -> torch.Tensor:
         return kept_units(self.ctx, self.dut, x, self.p, self.outputs)
@@ -359,6 +371,10 @@ def run_statistical(ctx: CheckContext, profile: Profile, ledger: Ledger, propert
     except Exception as e:
         return Verdict(property_id, Status.ERROR, f"implementation raised {type(e).__name__}: {e}",
                        duration_s=time.perf_counter() - start, **common)
+    if not sampler.inputs_untouched():
+        return Verdict(property_id, Status.INCONCLUSIVE,
+                       f"{described}; but the implementation changed its input in place during the sample, so it "
+                       "says nothing (see INPUT-UNTOUCHED)", duration_s=time.perf_counter() - start, **common)
     tests = sampler.tests
     rejected = [t for t in tests if t.rejected]
     shown = rejected[0] if rejected else min(tests, key=lambda t: t.pvalue / t.alpha)

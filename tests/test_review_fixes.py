@@ -134,3 +134,12 @@ def test_an_implementation_that_raises_for_any_p_does_not_pass_p_invalid():
     result = run_check(_raises_always, profile="quick", only=["P-INVALID"])
     (v,) = result.verdicts
     assert v.status == Status.ERROR and "valid p=0.5" in v.summary, v.summary
+
+
+def test_a_sample_an_in_place_dropout_overwrote_is_not_a_pass():
+    # Its later calls saw its own zeroed outputs: EXPECTATION passed with z = 0 and MDE 0.
+    from tests.broken_impls import in_place
+
+    result = run_check(in_place, profile="quick", ps=[0.5], only=["EXPECTATION", "DROP-RATE"])
+    for v in result.verdicts:
+        assert v.status == Status.INCONCLUSIVE and "in place" in v.summary, v.summary
