@@ -21,6 +21,7 @@ from typing import Any
 
 from dropcheck.defaults import DEFAULT_CONTRACT, DEFAULT_PROFILE, DEFAULT_PS, DEFAULT_SEED
 from dropcheck.guard import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S
+from dropcheck.models import describe_model
 from dropcheck.runner import CheckResult, expand_devices, run_check, versions
 from dropcheck.verdict import Verdict, failures, gathering, summarize
 
@@ -152,7 +153,7 @@ def decode(
     except KeyboardInterrupt:  # the check that was running was stopped (dropcheck.guard); keep the rest
         interrupted = True
     return DecodeResult(
-        target=target if isinstance(target, str) else BUILTIN_GPT if target is None else _describe(target),
+        target=target if isinstance(target, str) else BUILTIN_GPT if target is None else describe_model(target),
         seed=seed,
         devices=devices,
         max_positions=int(max_positions),
@@ -165,6 +166,3 @@ def decode(
     )
 
 
-def _describe(obj: Any) -> str:
-    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-    return f"{getattr(obj, '__module__', '?')}:{name}"

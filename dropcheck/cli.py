@@ -41,6 +41,7 @@ class Terminated(KeyboardInterrupt):
 def _on_sigterm(signum: int, frame: Any) -> None:
     global _terminated
     _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the report being written
     raise Terminated
 
 
@@ -109,12 +110,12 @@ def parse_options(args: argparse.Namespace, options: tuple[Option, ...]) -> dict
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file beside `path`, then rename: a reader never sees half a report."""
+    umask = os.umask(0o077)  # read (and set back at once): there is no other way to learn it
+    os.umask(umask)
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as any file the user writes (mkstemp makes it private: 0600)
         with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o666 & ~umask)  # as any file the user writes (mkstemp makes it private: 0600)
             json.dump(data, f, indent=2, default=str)
             f.write("\n")
         os.replace(tmp, path)
@@ -189,7 +190,7 @@ def conclude(con: Any, result: Any, json_path: Path | None) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from dropcheck import console as out
     from dropcheck.runner import check_only, check_plan, expand_devices, run_check
-    from dropcheck.targets import resolve_within
+    from dropcheck.targets import resolve_within, source_file
 
     opts = parse_options(args, CHECK_OPTIONS)
     if opts["only"]:
@@ -198,7 +199,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
     resolved = resolve_within(args.target, opts["timeout"])  # TargetError → exit 2 before the header
-    refuse_overwriting(opts["json"], "--json", {"TARGET's source file": resolved.source_file()})
+    refuse_overwriting(opts["json"], "--json", {"TARGET's source file": source_file(resolved.spec)})
     con = out.make_console()
     out.header(con, {"dropcheck": __version__, "target": resolved.spec, "contract": opts["contract"],
                      "profile": opts["profile"], "seed": opts["seed"], "device": opts["device"]})
@@ -226,7 +227,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck.decoding import decode_plan
     from dropcheck.models import resolve_model
     from dropcheck.runner import expand_devices
-    from dropcheck.targets import target_code
+    from dropcheck.targets import source_file, target_code
 
     opts = parse_options(args, DECODE_OPTIONS)
     decode_ids = [p.id for p in registry.PROPERTIES.values() if p.kind == "decode"]
@@ -243,6 +244,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.target:
         with target_code(args.target, opts["timeout"], "importing it"):
             resolve_model(args.target)  # TargetError → exit 2 before the header
+        refuse_overwriting(opts["json"], "--json", {"TARGET's source file": source_file(args.target)})
     con = out.make_console()
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})
@@ -289,7 +291,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     for option in ("markdown", "html"):
         refuse_overwriting(paths[option], f"--{option}", {"the report being rendered": Path(args.result)})
-    if paths["markdown"] is not None and paths["markdown"] == paths["html"]:
+    if paths["markdown"] is not None and paths["html"] is not None and paths["markdown"].resolve() == paths["html"].resolve():
         raise UsageError(f"--markdown and --html are both {paths['html']}: give each its own file")
     for path in write_rendered(data, paths["markdown"], paths["html"]):
         print(f"wrote {path}")
@@ -322,8 +324,12 @@ def main(argv: list[str] | None = None) -> int:
 
     global _terminated
     _terminated = False
-    main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    # Only from the main thread (where handlers can be set), and not over an inherited SIG_IGN: the
+    # parent asked for SIGTERM to be ignored, as Python itself respects for SIGINT.
+    previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    handling = previous is not None and previous is not signal.SIG_IGN
+    if handling:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return {"check": cmd_check, "decode": cmd_decode, "bench": cmd_bench,
                 "report": cmd_report, "matrix": cmd_matrix}[args.command](args)
@@ -337,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dropcheck {args.command}: {'terminated' if _terminated else 'interrupted'}", file=sys.stderr)
         return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
     finally:
-        if main_thread:
+        if handling:
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -69,6 +69,11 @@ def require_tensor(y: object, x: torch.Tensor, what: str) -> torch.Tensor:
     return y
 
 
+def differs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element by element, whether a and b differ, NaN matching NaN."""
+    return ~((a == b) | (a.isnan() & b.isnan()))
+
+
 def first_index(bad: torch.Tensor) -> tuple[int, ...]:
     """The index of the first True element, for 'first offending element' messages."""
     idx = bad.nonzero()

@@ -17,7 +17,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from dropcheck import strategies as dst
-from dropcheck.context import CheckContext, PropertyViolation, first_index, require_tensor
+from dropcheck.context import CheckContext, PropertyViolation, differs, first_index, require_tensor
 from dropcheck.contracts import rounding_tolerance
 from dropcheck.seeding import derive_seed, preserved_rngs, reseed, rng_fingerprint, seeded
 from dropcheck.verdict import Status, Verdict
@@ -195,7 +195,7 @@ def grad_mask(ctx: CheckContext, case: dst.DropoutCase) -> None:
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal element for element, NaN matching NaN: a NaN output is SUPPORT-SCALE's to report, not a
     sign that the output is not determined by the seed."""
-    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+    return a.shape == b.shape and not bool(differs(a, b).any())
 
 
 def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
@@ -207,7 +207,7 @@ def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
         first = [returned.clone(), require_tensor(dut.train(x), x, "train call").clone()]
         # The first output must not have changed since it was returned (one output buffer, reused and
         # overwritten by every call, would change it).
-        changed = (returned != first[0]) & ~(returned.isnan() & first[0].isnan())
+        changed = differs(returned, first[0])
         if changed.any():
             idx = first_index(changed)
             raise PropertyViolation(
@@ -218,7 +218,7 @@ def seed_replay(ctx: CheckContext, case: dst.DropoutCase) -> None:
         again = [require_tensor(dut.train(x), x, "train call").clone() for _ in range(2)]
         for k, (a, b) in enumerate(zip(first, again)):
             if not _same(a, b):
-                idx = first_index(~((a == b) | (a.isnan() & b.isnan())))
+                idx = first_index(differs(a, b))
                 raise PropertyViolation(
                     f"call {k + 1} after seeding with {case.seed} gave {_describe_at(a, idx)} at {idx} the first time "
                     f"and {_describe_at(b, idx)} after reseeding: the output is not determined by the seed"

@@ -349,7 +349,8 @@ def markov_test(mask: Any) -> TestOutcome:
 # --------------------------------------------------------------------------- rows, inputs
 
 
-def row_correlation_test(mask: Any, q: float, min_expected: float = _ROWS_SUM_MIN_EXPECTED) -> TestOutcome:
+def row_correlation_test(mask: Any, q: float, min_expected: float = _ROWS_SUM_MIN_EXPECTED,
+                         groups: Any = None) -> TestOutcome:
     """A mask shared (or partly shared) across batch rows of a (B, F) mask.
 
     For rows a, b let X_ab be the units both dropped. Given the rows' drop counts, X_ab is exactly
@@ -366,7 +367,8 @@ def row_correlation_test(mask: Any, q: float, min_expected: float = _ROWS_SUM_MI
       1e-4 for p = 0.02, F = 1024), so each pair gets its exact two-sided hypergeometric p-value
       and the smallest is multiplied by M (Bonferroni: conservative; weaker against sharing
       spread thinly over all pairs).
-    Rows with no drops or no keeps are skipped.
+    Rows with no drops or no keeps are skipped. `groups` (B,) ints: only pairs of rows in the same
+    group are tested (rows of separate calls, independent by construction, carry no sharing signal).
     statistic: S ("sum") or the largest |r_ab| ("max-pair"); df_or_n: number of row pairs M.
     """
     t = _tensor(mask)
@@ -380,10 +382,13 @@ def row_correlation_test(mask: Any, q: float, min_expected: float = _ROWS_SUM_MI
     D = _host_f64(d.sum(dim=1))
     ok = (D > 0) & (D < F)
     X, D = X[np.ix_(ok, ok)], D[ok]
+    group = (np.zeros(B, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64))[ok]
     Bv = int(D.size)
-    if Bv < 2:
-        return _degenerate(0.0, 0, "fewer than 2 rows with both kept and dropped units")
     ia, ib = np.triu_indices(Bv, k=1)
+    same = group[ia] == group[ib]
+    ia, ib = ia[same], ib[same]
+    if ia.size == 0:
+        return _degenerate(0.0, 0, "fewer than 2 rows with both kept and dropped units in any group")
     Da, Db, x = D[ia], D[ib], X[ia, ib]
     M = int(x.size)
     mu = Da * Db / F

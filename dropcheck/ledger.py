@@ -10,6 +10,7 @@ that alpha with power 0.999 (see `dropcheck.power`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 FAMILY_ALPHA = 1e-6
 POWER = 0.999
@@ -79,12 +80,16 @@ class Ledger:
         self.each = family_alpha / max(1, len(self.entries))
 
     @classmethod
-    def plan(cls, property_ids: list[str], ps: list[float], devices: list[str]) -> Ledger:
+    def plan(cls, property_ids: list[str], ps: list[float], devices: list[str],
+             judged: Callable[[str, float], bool] = lambda pid, p: True) -> Ledger:
+        """Every test the run will make: each property's at each p it judges (`judged`: a p too
+        close to 0 or 1 for a property's sample is not judged, and gets no share of alpha)."""
         entries = [
             Entry(pid, test, p, dev)
             for dev in devices
             for p in ps
             for pid in property_ids
+            if judged(pid, p)
             for test in TESTS_BY_PROPERTY[pid]
         ]
         return cls(entries)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dropcheck.context import differs
 from dropcheck.gpt import GPTModel, KVCache
 from dropcheck.seeding import seeded
 from dropcheck.targets import TargetError, describe_object, load_object
@@ -61,7 +62,7 @@ def resolve_model(target: str | Any | None) -> ModelTarget:
     """
     if target is None:
         return ModelTarget("", GPTModel)
-    spec = target if isinstance(target, str) else _describe(target)
+    spec = target if isinstance(target, str) else describe_model(target)
     obj = load_object(target) if isinstance(target, str) else target
     if isinstance(obj, nn.Module):
         return ModelTarget(spec, lambda: copy.deepcopy(obj))
@@ -93,7 +94,7 @@ def _required_params(obj: Callable) -> list[str]:
     ]
 
 
-def _describe(obj: Any) -> str:
+def describe_model(obj: Any) -> str:
     if isinstance(obj, nn.Module):  # its weights are not in any file: say so rather than name the class
         return f"<{describe_object(type(obj))} instance>"
     return describe_object(obj)
@@ -226,7 +227,7 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def diff_summary(a: torch.Tensor, b: torch.Tensor) -> str:
     a, b = a.double().cpu(), b.double().cpu()
-    differ = ~((a == b) | (a.isnan() & b.isnan()))
+    differ = differs(a, b)
     delta = (a - b).abs().nan_to_num(nan=float("inf"))
     return f"{int(differ.sum())} of {a.numel()} logits differ, max |Δ| {float(delta.max()):.3g}"
 

@@ -303,8 +303,7 @@ def write_reports(settings: Settings, slices: list[Slice], verdicts: dict[str, d
     import datetime
 
     from dropcheck.cli import write_json_atomically
-    from dropcheck.ledger import Ledger
-    from dropcheck.runner import CheckResult, expand_devices, versions
+    from dropcheck.runner import CheckResult, expand_devices, plan_ledger, versions
 
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     path: Path = settings["json"]
@@ -312,11 +311,8 @@ def write_reports(settings: Settings, slices: list[Slice], verdicts: dict[str, d
                   if s.kind == kind and f"dropcheck::{s.name}" in verdicts] for kind in ("check", "decode")}
     written = []
     if settings.target:
-        from dropcheck import registry
-
         devices = expand_devices(settings["device"])
-        stat_ids = [p.id for p in registry.for_contract(settings["contract"], kind="statistical")]
-        ledger = Ledger.plan(stat_ids, [p for p in settings["p"] if 0 < p < 1], _runnable(devices))
+        ledger = plan_ledger(settings["contract"], settings["p"], _runnable(devices), settings["profile"])
         result = CheckResult(settings.target, settings["contract"], settings["profile"], settings["seed"], settings["p"],
                              devices, ran["check"], ledger.to_dict(), now, now, sum(v.duration_s for v in ran["check"]),
                              versions(), dtype=settings["dtype"])

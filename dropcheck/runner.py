@@ -207,12 +207,10 @@ def run_check(
     prof = get_profile(profile)
     ps = [float(p) for p in ps]
     devices = expand_devices(device)
-    properties = registry.for_contract(con.name)
     runnable = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     # The ledger is planned over the whole run even with --only, so that `--only ID` replays a
     # verdict of the full run exactly: same seed, same sample, same alpha share.
-    statistical_ids = [p.id for p in properties if p.kind == "statistical"]
-    ledger = Ledger.plan(statistical_ids, [p for p in ps if 0.0 < p < 1.0], runnable)
+    ledger = plan_ledger(con.name, ps, runnable, prof.name)
     if only:
         check_only([registry.get(pid).id for pid in only], con.name)
     plan = [slot for slot in check_plan(con.name, ps, devices, only) if keep(*slot)]
@@ -283,6 +281,15 @@ def _probe_into(ctx: CheckContext) -> int:
     first check of the sequence: it sets the rank in the process that runs the checks after it."""
     ctx.spatial_rank = probe_spatial_rank(ctx.target, ctx.device)
     return ctx.spatial_rank
+
+
+def plan_ledger(contract: str, ps: Sequence[float], runnable_devices: Sequence[str], profile: str) -> Ledger:
+    """The alpha ledger of a run: every statistical test of the contract at each p in (0, 1) that the
+    property judges with the profile's sample, on each device that can run."""
+    prof = get_profile(profile)
+    statistical_ids = [p.id for p in registry.for_contract(contract, kind="statistical")]
+    return Ledger.plan(statistical_ids, [p for p in ps if 0.0 < p < 1.0], list(runnable_devices),
+                       judged=lambda pid, p: statistical.judges(pid, p, prof))
 
 
 def check_plan(contract: str, ps: Sequence[float], devices: Sequence[str],

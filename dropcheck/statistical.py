@@ -32,7 +32,6 @@ from dropcheck.seeding import derive_seed, seeded
 from dropcheck.strategies import with_autograd
 from dropcheck.verdict import StatTest, Status, Verdict
 
-
 _WATCHED = 4096  # input values compared before and after a sample (Sampler.inputs_untouched)
 
 
@@ -85,12 +84,22 @@ def drop_rate(s: Sampler) -> str:
     seq = stats.RobbinsMixture(s.p, alpha=alpha_seq)
     x_big = s.input(min(n_plan, MAX_CHUNK_UNITS))
     # Every other chunk is called on an input that requires grad (a leaf sharing x_big's storage): a
-    # rate that differs on the autograd path alone then shows, at half its size.
-    inputs = (x_big, with_autograd(x_big, "requires_grad"))
+    # rate that differs on the autograd path alone then shows, at half its size. An implementation
+    # that cannot take such an input (in place, or through numpy) is GRAD-MASK's finding: its rate is
+    # then judged on plain calls, with a note.
+    inputs = [x_big, with_autograd(x_big, "requires_grad")]
+    grad_failed = ""
     flat_dim = 0 if s.ctx.contract.unit == "sample" else 1
     drops = n = 0
     for k, size in enumerate(chunked(n_plan)):
-        kept = s.kept(inputs[k % 2].narrow(flat_dim, 0, size))
+        try:
+            kept = s.kept(inputs[k % 2].narrow(flat_dim, 0, size))
+        except Exception as e:
+            if k % 2 == 0 or grad_failed:
+                raise
+            grad_failed = f"; calls on an input that requires grad raised {type(e).__name__} (see GRAD-MASK), so all were plain"
+            inputs[1] = x_big
+            kept = s.kept(x_big.narrow(flat_dim, 0, size))
         d = size - int(stats.count_true(kept))
         drops, n = drops + d, n + size
         seq.update(d, size)
@@ -99,12 +108,13 @@ def drop_rate(s: Sampler) -> str:
             s.tests.append(StatTest("sequential", math.exp(-log_m), alpha_seq, n, log_m, None, None,
                                     {"stopped_after": n, "drops": drops}))
             when = "stopped early after" if n < n_plan else "rejected at the end of the sample, after"
-            return f"{when} {n} units: {drops} dropped (rate {drops / n:.4g}, p={s.p:g}); anytime-valid evidence e^{log_m:.1f} ≥ 1/alpha"
+            return (f"{when} {n} units: {drops} dropped (rate {drops / n:.4g}, p={s.p:g}); anytime-valid evidence "
+                    f"e^{log_m:.1f} ≥ 1/alpha{grad_failed}")
     log_m = seq.log_evidence()
     s.tests.append(StatTest("sequential", min(1.0, math.exp(-log_m)), alpha_seq, n, log_m,
                             power.sequential_rate_mde(n, s.p, alpha_seq, POWER), "drop-rate bias", {"drops": drops}))
     s.record("binomial", stats.binom_test(drops, n, s.p), n, power.rate_mde(n, s.p, alpha_fix, POWER), "drop-rate bias")
-    return f"rate {drops / n:.5f} over {n} units (p={s.p:g})"
+    return f"rate {drops / n:.5f} over {n} units (p={s.p:g}){grad_failed}"
 
 
 def dtype_rounded_mean_factor(c: Contract, p: float, dtype: torch.dtype) -> float:
@@ -220,12 +230,14 @@ def indep_rows(s: Sampler) -> str:
     rows = s.profile.rows
     x = s.input(s.profile.call_units, rows=rows)
     # Two calls: on x, and on the same values laid out column-major, since an implementation may take
-    # another path for non-contiguous inputs. The calls are independent, so all 2·rows rows of their
-    # masks are tested together: a mask shared by the rows of either call fails.
+    # another path for non-contiguous inputs. The pairs of rows within each call are tested together:
+    # a mask shared by the rows of either call fails.
     strided = x.transpose(0, 1).contiguous().transpose(0, 1)
-    mask = torch.cat([s.kept(x), s.kept(strided)])
+    first = s.kept(x)
+    mask = torch.cat([first, s.kept(strided)])
+    calls = [0] * first.shape[0] + [1] * (mask.shape[0] - first.shape[0])  # pairs within a call only
     F = mask.shape[1]
-    s.record("row-correlation", independence.row_correlation_test(mask, s.q), mask.numel(),
+    s.record("row-correlation", independence.row_correlation_test(mask, s.q, groups=calls), mask.numel(),
              power.correlation_mde(F, s.alpha("row-correlation"), POWER), "correlation between two rows")
     return f"2 calls (one input contiguous, one column-major) × {rows} rows × {F} units"
 
@@ -308,15 +320,15 @@ STATISTICAL_CHECKS: dict[str, Callable[[Sampler], str]] = {
 }
 
 
-# Units in one call of each property's sample. DROP-RATE is not here: its binomial and sequential
-# tests are exact at any p.
+# Units in one call of each property's sample (in one input bin, for INDEP-INPUT). DROP-RATE is not
+# here: its binomial and sequential tests are exact at any p.
 CALL_UNITS: dict[str, Callable[[Profile], int]] = {
     "EXPECTATION": lambda prof: prof.call_units,
     "RATE-HOMOGENEITY": lambda prof: prof.call_units,
     "INDEP-POSITIONS": lambda prof: 4 * prof.call_units,
     "INDEP-ROWS": lambda prof: prof.call_units,
     "INDEP-CALLS": lambda prof: prof.call_units,
-    "INDEP-INPUT": lambda prof: 4 * prof.call_units,
+    "INDEP-INPUT": lambda prof: 4 * prof.call_units // 8,  # one of its 8 input bins, each tested on its own
 }
 # Expected drops (and keeps) per call below which a property's tests are not valid in the far tail
 # their alphas reach (~1e-8). At p = 1e-6 most calls drop nothing: the dispersion test took that for
@@ -342,6 +354,12 @@ def supported_ps(property_id: str, profile: Profile) -> tuple[float, float]:
     return low, 1.0 - low
 
 
+def judges(property_id: str, p: float, profile: Profile) -> bool:
+    """Whether `property_id` is judged at `p` with `profile`'s sample (see supported_ps)."""
+    low, high = supported_ps(property_id, profile)
+    return low <= p <= high
+
+
 def run_statistical(ctx: CheckContext, profile: Profile, ledger: Ledger, property_id: str, p: float) -> Verdict:
     """Run one statistical property at one p and return its verdict with every test's evidence."""
     start = time.perf_counter()
@@ -350,12 +368,13 @@ def run_statistical(ctx: CheckContext, profile: Profile, ledger: Ledger, propert
                   "dtype": None if dtype == "float32" else dtype}
     if p in (0.0, 1.0):
         return Verdict(property_id, Status.SKIP, f"p={p:g} is deterministic: see P-ZERO / P-ONE", **common)
-    low, high = supported_ps(property_id, profile)
-    if not low <= p <= high:
+    if not judges(property_id, p, profile):
+        low, high = supported_ps(property_id, profile)
         units = CALL_UNITS[property_id](profile)
         return Verdict(property_id, Status.INCONCLUSIVE,
-                       f"not judged: its tests need {units * low:.0f} expected drops and keeps in each call of "
-                       f"{units} units, so profile {profile.name} judges p in [{low:.3g}, {high:.3g}]; p={p:g} expects "
+                       f"not judged: its tests need {units * low:.0f} expected drops and keeps in each group of "
+                       f"{units} units ({'an input bin' if property_id == 'INDEP-INPUT' else 'a call'}), so profile "
+                       f"{profile.name} judges p in [{low:.3g}, {high:.3g}]; p={p:g} expects "
                        f"{units * min(p, 1 - p):.2g} (a larger profile widens the range)", **common)
     try:
         with seeded(derive_seed(ctx.seed, property_id, p, ctx.device)):
@@ -371,7 +390,7 @@ def run_statistical(ctx: CheckContext, profile: Profile, ledger: Ledger, propert
     except Exception as e:
         return Verdict(property_id, Status.ERROR, f"implementation raised {type(e).__name__}: {e}",
                        duration_s=time.perf_counter() - start, **common)
-    if not sampler.inputs_untouched():
+    if property_id not in FEW_CALLS and not sampler.inputs_untouched():  # one call per input: nothing to spoil
         return Verdict(property_id, Status.INCONCLUSIVE,
                        f"{described}; but the implementation changed its input in place during the sample, so it "
                        "says nothing (see INPUT-UNTOUCHED)", duration_s=time.perf_counter() - start, **common)

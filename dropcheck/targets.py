@@ -14,7 +14,9 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -156,14 +158,6 @@ class DropoutTarget:
     def name(self) -> str:
         return getattr(self.obj, "__qualname__", None) or getattr(self.obj, "__name__", None) or repr(self.obj)
 
-    def source_file(self) -> Path | None:
-        """The file NAME is defined in, where Python knows it."""
-        try:
-            found = inspect.getsourcefile(inspect.unwrap(self.obj))
-        except (TypeError, OSError):
-            return None
-        return Path(found) if found else None
-
     def check_constructible(self) -> None:
         """A module class must accept `NAME(p)`; one that rejects a valid p cannot be checked (exit 2)."""
         if self.kind != "module":
@@ -237,6 +231,19 @@ def _accepts_three_positional(fn: Callable) -> bool:
     return True
 
 
+def source_file(spec: str) -> Path | None:
+    """The file a loaded TARGET `spec` names: `path/file.py:NAME`'s path, or the module's file.
+
+    >>> source_file("dropcheck.gpt:GPTModel").name
+    'gpt.py'
+    """
+    where = spec.rpartition(":")[0]
+    if where.endswith(".py") or "/" in where:
+        return Path(where)
+    found = getattr(sys.modules.get(where), "__file__", None)
+    return Path(found) if found else None
+
+
 def describe_object(obj: Any) -> str:
     """A TARGET spec for an object passed in (the API, the plugin's own tests): `pkg.mod:NAME`.
     Some have no name `dropcheck check` could load (see `replayable`): functions' locals, lambdas, and
@@ -265,32 +272,48 @@ def resolve_within(target: str, timeout: float | None) -> DropoutTarget:
 
 
 class _ExitCalled(BaseException):
-    """os._exit(code), called by a TARGET's own code in this process, turned into an exception."""
+    """os._exit(status), called by a TARGET's own code in this process, turned into an exception."""
 
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.code = status
+
+
+# While a TARGET's code runs in this process (its import, a first build), os._exit called from that
+# same thread raises _ExitCalled: otherwise an import or a constructor calling os._exit(0) would end
+# dropcheck at once, silently, with exit 0, which CI reads as a pass. Any other thread, and any
+# process the TARGET forks meanwhile, exits for real. The wrapper is installed while at least one
+# thread is inside `_os_exit_raises` and taken out when the last one leaves.
+_exit_state = threading.local()
+_exit_lock = threading.Lock()
+_exit_users = 0
+_real_os_exit = os._exit  # what os._exit was when the first thread came in
+
+
+def _os_exit_or_raise(status: int) -> None:
+    if getattr(_exit_state, "armed_in", None) == os.getpid():
+        raise _ExitCalled(status)
+    _real_os_exit(status)
 
 
 @contextlib.contextmanager
 def _os_exit_raises() -> Iterator[None]:
-    """While a TARGET's code runs here, os._exit in this process raises _ExitCalled: otherwise an
-    import or constructor calling os._exit(0) would end dropcheck at once, silently, with exit 0,
-    which CI reads as a pass. A process the TARGET forks meanwhile still exits for real."""
-    import os
-
-    real, here = os._exit, os.getpid()
-
-    def exit_or_raise(code: int) -> None:
-        if os.getpid() != here:
-            real(code)
-        raise _ExitCalled(code)
-
-    os._exit = exit_or_raise
+    global _exit_users
+    with _exit_lock:
+        if _exit_users == 0:
+            global _real_os_exit
+            _real_os_exit, os._exit = os._exit, _os_exit_or_raise
+        _exit_users += 1
+    outer = getattr(_exit_state, "armed_in", None)
+    _exit_state.armed_in = os.getpid()
     try:
         yield
     finally:
-        os._exit = real
+        _exit_state.armed_in = outer
+        with _exit_lock:
+            _exit_users -= 1
+            if _exit_users == 0 and os._exit is _os_exit_or_raise:
+                os._exit = _real_os_exit
 
 
 @contextlib.contextmanager

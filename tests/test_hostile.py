@@ -129,6 +129,41 @@ def test_what_the_implementation_prints_goes_to_stderr_not_among_the_verdicts(tm
     assert "called with" in run.stderr, run.stderr[-2000:]
 
 
+@needs_fork
+def test_os_exit_is_intercepted_only_in_the_thread_running_the_target():
+    from dropcheck import targets
+
+    real = os._exit
+    with pytest.raises(TargetError, match=r"called os\._exit\(3\)"), targets.target_code("t", None, "building it"):
+        os._exit(status=3)  # the keyword form too
+    assert os._exit is real
+    # Another thread's os._exit meanwhile ends its process for real (pytest-timeout's thread method relies on it).
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        threading.Thread(target=lambda: (time.sleep(0.2), os._exit(7))).start()
+        with targets.target_code("t", None, "building it"):
+            time.sleep(5)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
+    # Threads leaving in another order than they came in still put the real os._exit back.
+    inside, leave = threading.Event(), threading.Event()
+
+    def first():
+        with targets.target_code("t", None, "building it"):
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=first)
+    t.start()
+    inside.wait(5)
+    with targets.target_code("t", None, "building it"):
+        pass
+    leave.set()
+    t.join(5)
+    assert os._exit is real
+
+
 def test_missing_module_exits_2(capsys):
     code, _, err = cli(["check", "no_such_module_dropcheck_xyz:Thing"], capsys)
     assert code == 2 and "no module named 'no_such_module_dropcheck_xyz'" in err and err.count("\n") == 1, err

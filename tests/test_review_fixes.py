@@ -1,6 +1,8 @@
 """Regression tests for defects found in review: correct dropouts must not fail, replays must replay."""
 import shlex
+import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +23,8 @@ def test_alpha_dropout_in_low_precision_conforms(target, contract, dtype):
 
 def test_float16_near_p_one_does_not_overflow_the_input_test():
     # x/(1-p) for x up to 1e3 overflowed float16 at p=0.99: a correct dropout failed INDEP-INPUT.
-    result = run_check("torch.nn:Dropout", profile="quick", dtype="float16", ps=[0.99], only=["INDEP-INPUT"])
+    # default, not quick: quick's input bins are too small to judge p = 0.99 (statistical.supported_ps)
+    result = run_check("torch.nn:Dropout", profile="default", dtype="float16", ps=[0.99], only=["INDEP-INPUT"])
     assert result.ok, result.summary()
 
 
@@ -143,3 +146,84 @@ def test_a_sample_an_in_place_dropout_overwrote_is_not_a_pass():
     result = run_check(in_place, profile="quick", ps=[0.5], only=["EXPECTATION", "DROP-RATE"])
     for v in result.verdicts:
         assert v.status == Status.INCONCLUSIVE and "in place" in v.summary, v.summary
+
+
+def test_row_correlation_tests_only_pairs_within_a_group():
+    # INDEP-ROWS stacks the rows of two calls; only pairs within a call say anything about sharing.
+    from dropcheck import independence
+
+    g = torch.Generator().manual_seed(5)
+    rows = torch.rand((8, 4096), generator=g) >= 0.5
+    across = torch.cat([rows, rows])  # call 2 repeats call 1 row for row: no row is shared within a call
+    within = torch.cat([rows, rows[:1].expand(8, -1)])  # call 2's rows all share one mask
+    groups = [0] * 8 + [1] * 8
+    assert independence.row_correlation_test(across, 0.5, groups=groups).pvalue > 1e-3
+    assert independence.row_correlation_test(within, 0.5, groups=groups).pvalue < 1e-12
+    assert independence.row_correlation_test(across, 0.5).pvalue < 1e-12  # without groups, every pair counts
+
+
+# ---- found reviewing this session's change --------------------------------------------------------------
+def _numpy_no_autograd(x, p, training):
+    """Correct in train mode, but through numpy: an input that requires grad cannot go in."""
+    if not training:
+        return x
+    keep = np.random.random_sample(tuple(x.shape)) >= p
+    return torch.from_numpy(x.numpy() * keep / (1 - p)).to(x.dtype)
+
+
+def _torch_in_place(x, p, training):
+    return torch.nn.functional.dropout(x, p, training, inplace=True)
+
+
+def test_drop_rate_still_judges_an_implementation_without_autograd_and_notes_it():
+    (v,) = run_check(_numpy_no_autograd, profile="quick", ps=[0.5], only=["DROP-RATE"]).verdicts
+    assert v.status == Status.PASS and "requires grad raised" in v.summary, v.summary
+
+
+def test_drop_rate_on_torch_in_place_dropout_is_inconclusive_not_an_error():
+    (v,) = run_check(_torch_in_place, profile="quick", ps=[0.5], only=["DROP-RATE"]).verdicts
+    assert v.status == Status.INCONCLUSIVE and "in place" in v.summary, v.summary
+
+
+def test_properties_not_judged_at_a_p_get_no_share_of_alpha():
+    # quick, inverted: DROP-RATE's 2 tests at p = 1e-6, all 14 at p = 0.5; none of the battery's at 1e-6.
+    result = run_check("torch.nn:Dropout", profile="quick", ps=[1e-6, 0.5], only=["DROP-RATE"])
+    assert result.ledger["tests"] == 16 and result.ledger["alpha_each"] == pytest.approx(1e-6 / 16), result.ledger
+
+
+def test_an_inherited_sigterm_ignore_is_respected_and_handlers_are_put_back(monkeypatch, capsys):
+    import signal
+
+    from dropcheck.cli import main
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be set from the main thread")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        real = signal.signal
+        for inherited in (signal.SIG_IGN, signal.SIG_DFL):
+            real(signal.SIGTERM, inherited)
+            installed: list = []
+
+            def recording(sig, handler, installed=installed):
+                if sig == signal.SIGTERM:
+                    installed.append(handler)
+                return real(sig, handler)
+
+            monkeypatch.setattr(signal, "signal", recording)
+            assert main(["check", "torch.nn:Dropout", "--only", "EVAL-IDENTITY", "--profile", "quick"]) == 0
+            monkeypatch.setattr(signal, "signal", real)
+            assert signal.getsignal(signal.SIGTERM) == inherited
+            assert bool(installed) == (inherited == signal.SIG_DFL), installed
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_decode_json_refuses_to_overwrite_the_model_source(tmp_path, capsys):
+    from dropcheck.cli import main
+
+    source = tmp_path / "m.py"
+    source.write_text("from dropcheck.gpt import GPTModel as GPT\n")
+    before = source.read_text()
+    assert main(["decode", f"{source}:GPT", "--json", str(source)]) == 2
+    assert "TARGET's source file" in capsys.readouterr().err and source.read_text() == before
