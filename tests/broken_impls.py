@@ -247,26 +247,24 @@ def _inverted(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
     return x * keep.to(x.dtype) * _scale(p)
 
 
-def cached_mask_when_grad(x, p, training):
-    """Reuses one mask per shape whenever the input requires grad (SEED-REPLAY)."""
+def _mask_cached_when(cached: bool, path: str, x, p, training):
+    """Inverted dropout that reuses one mask per shape on `path` whenever `cached` holds."""
     _validated(p)
     if (y := _deterministic(x, p, training)) is not None:
         return y
-    if not x.requires_grad:
+    if not cached:
         return _inverted(x, _keep(x, p), p)
-    key = ("grad", tuple(x.shape), p)
-    return _inverted(x, _path_cache.setdefault(key, _keep(x, p)), p)
+    return _inverted(x, _path_cache.setdefault((path, tuple(x.shape), p), _keep(x, p)), p)
+
+
+def cached_mask_when_grad(x, p, training):
+    """Reuses one mask per shape whenever the input requires grad (SEED-REPLAY)."""
+    return _mask_cached_when(x.requires_grad, "grad", x, p, training)
 
 
 def cached_mask_under_no_grad(x, p, training):
     """Reuses one mask per shape under torch.no_grad(), as a Monte Carlo inference path might (SEED-REPLAY)."""
-    _validated(p)
-    if (y := _deterministic(x, p, training)) is not None:
-        return y
-    if torch.is_grad_enabled():
-        return _inverted(x, _keep(x, p), p)
-    key = ("no_grad", tuple(x.shape), p)
-    return _inverted(x, _path_cache.setdefault(key, _keep(x, p)), p)
+    return _mask_cached_when(not torch.is_grad_enabled(), "no_grad", x, p, training)
 
 
 def biased_when_grad(x, p, training):
