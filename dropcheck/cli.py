@@ -235,16 +235,16 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if foreign:  # unknown IDs and `check` properties alike: list the decode ones, the only ones meant here
         raise UsageError(f"--only: {', '.join(foreign)}: not {'a decode property' if len(foreign) == 1 else 'decode properties'}; "
                          f"those are {', '.join(decode_ids)}")
-    if not args.target:  # the built-in GPT: its context is known before anything runs
+    if args.target:
+        with target_code(args.target, opts["timeout"], "importing it"):
+            resolve_model(args.target)  # TargetError → exit 2 before the header
+        refuse_overwriting(opts["json"], "--json", {"TARGET's source file": source_file(args.target)})
+    else:  # the built-in GPT: its context is known before anything runs
         from dropcheck.gpt import GPTConfig
 
         if opts["max-positions"] > GPTConfig().context_length:
             raise UsageError(f"--max-positions {opts['max-positions']}: the built-in GPT has "
                              f"{GPTConfig().context_length} positions")
-    if args.target:
-        with target_code(args.target, opts["timeout"], "importing it"):
-            resolve_model(args.target)  # TargetError → exit 2 before the header
-        refuse_overwriting(opts["json"], "--json", {"TARGET's source file": source_file(args.target)})
     con = out.make_console()
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})

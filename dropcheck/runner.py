@@ -26,7 +26,7 @@ from dropcheck.lanes import run_lanes, side_by_side
 from dropcheck.ledger import Ledger, get_profile
 from dropcheck.seeding import seeded
 from dropcheck.statistical import run_statistical
-from dropcheck.targets import DropoutTarget, resolve_dropout, target_code
+from dropcheck.targets import DropoutTarget, describe_object, resolve_dropout, target_code
 from dropcheck.verdict import Status, Verdict, failures, gathering, summarize
 
 CUDA_MISSING = "CUDA not available on this machine (torch.cuda.is_available() is False)"
@@ -199,7 +199,7 @@ def run_check(
     t0 = time.perf_counter()
     # The CLI and the plugin resolved TARGET already (targets.resolve_within); from the API this is
     # the first time its code runs, so a hang or an exit there is a TargetError here too.
-    named = target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
+    named = target if isinstance(target, str) else describe_object(target)
     with target_code(named, timeout, "importing it and building it with p=0.5"):
         resolved = resolve_dropout(target)
         resolved.check_constructible()

@@ -328,14 +328,14 @@ CALL_UNITS: dict[str, Callable[[Profile], int]] = {
     "INDEP-POSITIONS": lambda prof: 4 * prof.call_units,
     "INDEP-ROWS": lambda prof: prof.call_units,
     "INDEP-CALLS": lambda prof: prof.call_units,
-    "INDEP-INPUT": lambda prof: 4 * prof.call_units // 8,  # one of its 8 input bins, each tested on its own
+    "INDEP-INPUT": lambda prof: 4 * prof.call_units // 8,  # one of its 8 input bins: the G-test's cells
 }
 # Expected drops (and keeps) per call below which a property's tests are not valid in the far tail
 # their alphas reach (~1e-8). At p = 1e-6 most calls drop nothing: the dispersion test took that for
 # an exact-count sampler, and EXPECTATION's z reached 1e143 at p = 1e-300 from float rounding. 100 is
 # where the calibration tests (tests/test_stats_calibration.py) start; the periodogram needs
-# N >> 150/p (independence.periodogram_test), hence 1500 for INDEP-POSITIONS. The battery's rare-drop
-# tests (runs, hypergeometric, max-pair) are exact above these.
+# N >> 150/p (independence.periodogram_test), hence 1500 for INDEP-POSITIONS. (The battery's rare-drop
+# tests, runs, hypergeometric and max-pair, are exact at any p; the floor is for the others.)
 MIN_EXPECTED_DROPS: dict[str, float] = {"INDEP-POSITIONS": 1500.0}
 DEFAULT_MIN_EXPECTED_DROPS = 100.0
 

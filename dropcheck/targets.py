@@ -298,10 +298,9 @@ def _os_exit_or_raise(status: int) -> None:
 
 @contextlib.contextmanager
 def _os_exit_raises() -> Iterator[None]:
-    global _exit_users
+    global _exit_users, _real_os_exit
     with _exit_lock:
         if _exit_users == 0:
-            global _real_os_exit
             _real_os_exit, os._exit = os._exit, _os_exit_or_raise
         _exit_users += 1
     outer = getattr(_exit_state, "armed_in", None)
