@@ -354,8 +354,9 @@ EXACT_CHECKS: dict[str, Check] = {
 }
 
 
-# Eval behaviour, dtype/shape/device and the backward: what the train-mode samples never see.
-LARGE_INPUT_PROPERTIES = frozenset({"EVAL-IDENTITY", "KEEPS-META", "GRAD-MASK"})
+# Eval behaviour, dtype/shape/device, the backward, and writes into the input: what the train-mode
+# samples never see or cannot name (a sample whose input was overwritten is only INCONCLUSIVE).
+LARGE_INPUT_PROPERTIES = frozenset({"EVAL-IDENTITY", "KEEPS-META", "GRAD-MASK", "INPUT-UNTOUCHED"})
 
 
 def _with_large_examples(ctx: CheckContext, property_id: str) -> Callable:
