@@ -81,18 +81,21 @@ class Ledger:
 
     @classmethod
     def plan(cls, property_ids: list[str], ps: list[float], devices: list[str],
-             judged: Callable[[str, float], bool] = lambda pid, p: True) -> Ledger:
-        """Every test the run will make: each property's at each p it judges (`judged`: a p too
-        close to 0 or 1 for a property's sample is not judged, and gets no share of alpha)."""
+             judged: Callable[[str, str, float], bool] = lambda pid, test, p: True) -> Ledger:
+        """Every test the run will make: each property's at each p where `judged(pid, test, p)` (a p
+        too close to 0 or 1 for a test's sample is not judged, and gets no share of alpha)."""
         entries = [
             Entry(pid, test, p, dev)
             for dev in devices
             for p in ps
             for pid in property_ids
-            if judged(pid, p)
             for test in TESTS_BY_PROPERTY[pid]
+            if judged(pid, test, p)
         ]
         return cls(entries)
+
+    def planned(self, property_id: str, test: str, p: float, device: str) -> bool:
+        return Entry(property_id, test, p, device) in self.entries
 
     def alpha(self, property_id: str, test: str, p: float, device: str) -> float:
         if Entry(property_id, test, p, device) not in self.entries:

@@ -289,7 +289,7 @@ def plan_ledger(contract: str, ps: Sequence[float], runnable_devices: Sequence[s
     prof = get_profile(profile)
     statistical_ids = [p.id for p in registry.for_contract(contract, kind="statistical")]
     return Ledger.plan(statistical_ids, [p for p in ps if 0.0 < p < 1.0], list(runnable_devices),
-                       judged=lambda pid, p: statistical.judges(pid, p, prof))
+                       judged=lambda pid, test, p: statistical.judges(pid, p, prof, test))
 
 
 def check_plan(contract: str, ps: Sequence[float], devices: Sequence[str],

@@ -51,6 +51,10 @@ class Sampler:
     def alpha(self, test: str) -> float:
         return self.ledger.alpha(self.property_id, test, self.p, self.ctx.device)
 
+    def planned(self, test: str) -> bool:
+        """Whether the ledger planned `test` here (a test may need more drops than p gives)."""
+        return self.ledger.planned(self.property_id, test, self.p, self.ctx.device)
+
     def input(self, units: int, rows: int = 1) -> torch.Tensor:
         high = safe_high_magnitude(self.ctx.contract.values, self.p, self.ctx.sample_dtype)
         x = signed_uniform(unit_input_shape(self.ctx, units, rows), self.ctx.device, self.gen,
@@ -219,11 +223,15 @@ def indep_positions(s: Sampler) -> str:
     mask = kept.flatten()
     n = mask.numel()
     s.record("markov", independence.markov_test(mask), n, s.chi2_mde("markov", n, 1), "Cohen's w")
-    s.record("periodogram", independence.periodogram_test(mask, s.q), n,
-             power.periodic_mde(n, s.p, s.alpha("periodogram"), POWER), "amplitude of a periodic keep-rate modulation")
+    note = ""
+    if s.planned("periodogram"):
+        s.record("periodogram", independence.periodogram_test(mask, s.q), n,
+                 power.periodic_mde(n, s.p, s.alpha("periodogram"), POWER), "amplitude of a periodic keep-rate modulation")
+    else:  # too few drops for its tail (TEST_MIN_EXPECTED_DROPS); the exact lag tests still run
+        note = "; no periodogram at this p (it needs N ≫ 150/p)"
     lags = sorted({lag for lag in (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, kept.shape[-1]) if lag < n // 2})
     s.record("stride-lags", independence.lag_test(mask, lags, s.q), n, power.correlation_mde(n, s.alpha("stride-lags") / len(lags), POWER), "correlation")
-    return f"{n} units in one call; lags {lags[0]}..{lags[-1]}"
+    return f"{n} units in one call; lags {lags[0]}..{lags[-1]}{note}"
 
 
 def indep_rows(s: Sampler) -> str:
@@ -333,30 +341,35 @@ CALL_UNITS: dict[str, Callable[[Profile], int]] = {
 # Expected drops (and keeps) per call below which a property's tests are not valid in the far tail
 # their alphas reach (~1e-8). At p = 1e-6 most calls drop nothing: the dispersion test took that for
 # an exact-count sampler, and EXPECTATION's z reached 1e143 at p = 1e-300 from float rounding. 100 is
-# where the calibration tests (tests/test_stats_calibration.py) start; the periodogram needs
-# N >> 150/p (independence.periodogram_test), hence 1500 for INDEP-POSITIONS. (The battery's rare-drop
-# tests, runs, hypergeometric and max-pair, are exact at any p; the floor is for the others.)
-MIN_EXPECTED_DROPS: dict[str, float] = {"INDEP-POSITIONS": 1500.0}
-DEFAULT_MIN_EXPECTED_DROPS = 100.0
+# where the calibration tests (tests/test_stats_calibration.py) start. (The battery's rare-drop tests,
+# runs, hypergeometric and max-pair, are exact at any p; the floor is for the others.)
+MIN_EXPECTED_DROPS = 100.0
+# Single tests that need more: the periodogram needs N >> 150/p (independence.periodogram_test).
+# Below their floor the property is judged without them.
+TEST_MIN_EXPECTED_DROPS: dict[tuple[str, str], float] = {("INDEP-POSITIONS", "periodogram"): 1500.0}
 
 
-def supported_ps(property_id: str, profile: Profile) -> tuple[float, float]:
-    """The p range over which `property_id`'s tests are valid with `profile`'s sample; all of
-    (0, 1) for DROP-RATE.
+def supported_ps(property_id: str, profile: Profile, test: str | None = None) -> tuple[float, float]:
+    """The p range over which `property_id`'s tests (or its one `test`) are valid with `profile`'s
+    sample; all of (0, 1) for DROP-RATE.
 
     >>> from dropcheck.ledger import get_profile
     >>> lo, hi = supported_ps("INDEP-CALLS", get_profile("default")); round(lo, 6), round(hi, 6)
     (0.000763, 0.999237)
+    >>> round(supported_ps("INDEP-POSITIONS", get_profile("default"), "periodogram")[0], 5)
+    0.00286
     """
     if property_id not in CALL_UNITS:
         return 0.0, 1.0
-    low = MIN_EXPECTED_DROPS.get(property_id, DEFAULT_MIN_EXPECTED_DROPS) / CALL_UNITS[property_id](profile)
+    need = TEST_MIN_EXPECTED_DROPS.get((property_id, test), MIN_EXPECTED_DROPS) if test else MIN_EXPECTED_DROPS
+    low = need / CALL_UNITS[property_id](profile)
     return low, 1.0 - low
 
 
-def judges(property_id: str, p: float, profile: Profile) -> bool:
-    """Whether `property_id` is judged at `p` with `profile`'s sample (see supported_ps)."""
-    low, high = supported_ps(property_id, profile)
+def judges(property_id: str, p: float, profile: Profile, test: str | None = None) -> bool:
+    """Whether `property_id` (or its one `test`) is judged at `p` with `profile`'s sample (see
+    supported_ps)."""
+    low, high = supported_ps(property_id, profile, test)
     return low <= p <= high
 
 

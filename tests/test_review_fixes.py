@@ -227,3 +227,16 @@ def test_decode_json_refuses_to_overwrite_the_model_source(tmp_path, capsys):
     before = source.read_text()
     assert main(["decode", f"{source}:GPT", "--json", str(source)]) == 2
     assert "TARGET's source file" in capsys.readouterr().err and source.read_text() == before
+
+
+def test_below_the_periodograms_floor_indep_positions_runs_its_other_tests():
+    # Per test, not per property: at p = 0.002 (default) the periodogram is left out, and the exact
+    # runs and lag tests still judge, and catch a tiled mask.
+    from tests.broken_impls import tiled_mask
+
+    result = run_check("torch.nn:Dropout", profile="default", ps=[0.002], only=["INDEP-POSITIONS"])
+    (v,) = result.verdicts
+    assert v.status == Status.PASS and [t.name for t in v.tests] == ["markov", "stride-lags"], v.summary
+    assert "no periodogram" in v.summary and result.ledger["tests"] == 13, (v.summary, result.ledger["tests"])
+    (bad,) = run_check(tiled_mask, profile="default", ps=[0.002], only=["INDEP-POSITIONS"]).verdicts
+    assert bad.status == Status.FAIL, bad.summary
