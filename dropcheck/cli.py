@@ -222,7 +222,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck import console as out
-    from dropcheck import registry
     from dropcheck.api import decode
     from dropcheck.decoding import decode_plan
     from dropcheck.models import resolve_model
@@ -230,11 +229,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from dropcheck.targets import source_file, target_code
 
     opts = parse_options(args, DECODE_OPTIONS)
-    decode_ids = [p.id for p in registry.PROPERTIES.values() if p.kind == "decode"]
-    foreign = [pid for pid in opts["only"] or [] if pid.upper() not in decode_ids]
-    if foreign:  # unknown IDs and `check` properties alike: list the decode ones, the only ones meant here
-        raise UsageError(f"--only: {', '.join(foreign)}: not {'a decode property' if len(foreign) == 1 else 'decode properties'}; "
-                         f"those are {', '.join(decode_ids)}")
+    try:  # --only naming `check` properties: the plan says which IDs decode has
+        total = len(decode_plan(expand_devices(opts["device"]), opts["only"]))
+    except ValueError as e:
+        raise UsageError(f"--only: {e}") from None
     if args.target:
         with target_code(args.target, opts["timeout"], "importing it"):
             resolve_model(args.target)  # TargetError → exit 2 before the header
@@ -248,7 +246,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
     con = out.make_console()
     target = args.target or "built-in GPT (dropcheck.gpt)"
     out.header(con, {"dropcheck": __version__, "decode": target, "seed": opts["seed"], "device": opts["device"]})
-    total = len(decode_plan(expand_devices(opts["device"]), opts["only"]))
     with verdict_stream(con, f"decode {target}", total) as stream:
         result = decode(args.target, device=opts["device"], seed=opts["seed"], max_positions=opts["max-positions"],
                         only=opts["only"], timeout=opts["timeout"], memory_limit_mb=opts["memory-limit"],

@@ -7,7 +7,7 @@ import torch
 
 from dropcheck.contracts import Contract
 from dropcheck.guard import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S, limit_options
-from dropcheck.targets import DropoutTarget, replayable
+from dropcheck.targets import DropoutTarget, no_replay, replayable
 
 
 class PropertyViolation(AssertionError):
@@ -37,9 +37,8 @@ class CheckContext:
         profile, not just this p: the alpha shares, the sample sizes and the seeds (derived from
         repr(p)) all depend on them, and `--only` keeps the full run's ledger."""
         if not replayable(self.target.spec):
-            return (f"none from the command line: TARGET {self.target.spec} has no name it could load (move it to a "
-                    f"module for that); call dropcheck.check on it with only=[{property_id!r}], seed={self.seed}, "
-                    f"profile={self.profile!r} and the same ps")
+            return no_replay(self.target.spec, f"dropcheck.check on it with only=[{property_id!r}], seed={self.seed}, "
+                                               f"profile={self.profile!r} and the same ps")
         parts = [f"dropcheck check {self.target.spec}", f"--contract {self.contract.name}",
                  f"--p {','.join(map(repr, self.ps))}", f"--profile {self.profile}"]
         if self.sample_dtype != torch.float32:

@@ -51,7 +51,7 @@ from dropcheck.models import (
     same_bits,
 )
 from dropcheck.seeding import DEFAULT_SEED, derive_seed, rng_fingerprint, seeded
-from dropcheck.targets import TargetError, replayable
+from dropcheck.targets import TargetError, no_replay, replayable
 from dropcheck.verdict import Status, Verdict, gathering
 
 N_PROMPTS = 3  # prompts per check: enough to see a leak, few enough for a one-second run
@@ -313,8 +313,7 @@ def replay_line(spec: str, seed: int, device: str, property_id: str, max_positio
     'dropcheck decode m.py:GPT --device cpu --seed 1 --only DECODE-REPEAT'
     """
     if spec and not replayable(spec):
-        return (f"none from the command line: TARGET {spec} has no name it could load (move it to a module for "
-                f"that); call dropcheck.decode on it with only=[{property_id!r}], seed={seed}, device={device!r}")
+        return no_replay(spec, f"dropcheck.decode on it with only=[{property_id!r}], seed={seed}, device={device!r}")
     parts = ["dropcheck", "decode"] + ([shlex.quote(spec)] if spec else [])
     parts += ["--device", device, "--seed", str(seed)]
     if limits is not None:
@@ -396,7 +395,8 @@ def decode_plan(devices: Sequence[str], only: Iterable[str] | None = None) -> li
     if only is not None:
         only = [registry.get(pid).id for pid in only]  # KeyError naming the known IDs
         if not_decode := [pid for pid in only if pid not in wanted]:
-            raise ValueError(f"{', '.join(not_decode)}: not decode properties; those are {', '.join(wanted)}")
+            raise ValueError(f"{', '.join(not_decode)}: not {'a decode property' if len(not_decode) == 1 else 'decode properties'}; "
+                             f"those are {', '.join(wanted)}")
         wanted = [pid for pid in wanted if pid in only]
     plan = [(pid, device) for device in devices for pid in wanted if pid != CPU_CUDA]
     return plan + ([(CPU_CUDA, _cuda_of(devices))] if CPU_CUDA in wanted else [])

@@ -262,6 +262,11 @@ def replayable(spec: str) -> bool:
     return "<" not in spec and not spec.startswith("__main__:")
 
 
+def no_replay(spec: str, api_call: str) -> str:
+    """The replay line of a TARGET that is not `replayable`: how to replay it through the API."""
+    return f"none from the command line: TARGET {spec} has no name it could load (move it to a module for that); call {api_call}"
+
+
 def resolve_within(target: str, timeout: float | None) -> DropoutTarget:
     """Import TARGET and build it once, within the time limit: an import or a constructor that
     hangs or calls sys.exit is a TARGET problem (exit 2), like one that raises."""
