@@ -283,7 +283,7 @@ def render(results: dict[str, dict[str, Any]], target: str) -> str:
         "  those runs; **peak memory**: the largest sum over the command and its workers, each counting",
         "  its shared pages in proportion (Pss, sampled every 10 ms).",
         "- **run**: `run_check` itself, as the command runs it: in forked workers, two lanes side by side",
-        "  (dropcheck.lanes: the implementation's many calls in one, the exact search and the few-call",
+        "  (dropcheck.lanes: the implementation's many calls in one, the exact search and the small-sample",
         "  analyses in the other), instrumented; the median of several runs by overhead.",
         "  **impl**: time inside the implementation's own calls in the long lane's worker (the other",
         "  lane's calls, in **other lane impl**, overlap with it and are not counted as the",

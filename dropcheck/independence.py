@@ -260,6 +260,10 @@ def lag_test(mask: Any, lags: Sequence[int], q: float) -> TestOutcome:
     ~D^2/N and variance ~N p^2 q^2, matched (with its skew when drops are rare) by
     Hypergeometric(N, D, D), which gives each lag's two-sided p-value; the smallest is multiplied
     by the number of lags. Approximate per lag (exact for independent masks, i.e. the cross test).
+    Lag N/2 is the exception: circularly each of its pairs would count twice (twice the variance
+    the null assumes), so it counts the N/2 pairs (i, i+N/2) once, and given the drops D1 and D2 in
+    the two halves that count is exactly Hypergeometric(N/2, D1, D2) under independence. It is the
+    lag at which a mask tiled twice over the sample shows.
     statistic: autocorrelation r at the worst lag (detail["lag"]); df_or_n: number of lags.
     """
     m = _flat_mask(mask)
@@ -272,35 +276,55 @@ def lag_test(mask: Any, lags: Sequence[int], q: float) -> TestOutcome:
     if D in (0, N):
         return _degenerate(0.0, len(lags), "constant mask", drops=D)
     denom = float(D) * (N - D)
+    half = N // 2 if N % 2 == 0 and N // 2 in lags else None  # counted apart (docstring)
     # Circular: pairs (i, i+L) inside the mask, then the L pairs that wrap around (no rolled copy).
-    x_by_lag = {L: int(count_true(d[:-L] & d[L:])) + int(count_true(d[-L:] & d[:L])) for L in lags}
-    # Every lag's count has the same null distribution, and its two-sided p-value, 2·min(cdf(x),
+    x_by_lag = {L: int(count_true(d[:-L] & d[L:])) + int(count_true(d[-L:] & d[:L])) for L in lags if L != half}
+    # Every circular lag's count has the same null distribution, and its two-sided p-value, 2·min(cdf(x),
     # sf(x-1)), is smallest at the largest or the smallest count: only those two need scipy.
     candidates = []
-    for x in {max(x_by_lag.values()), min(x_by_lag.values())}:
+    for x in {max(x_by_lag.values()), min(x_by_lag.values())} if x_by_lag else ():
         p_one = _hyper_two_sided(x, N, D, D)
         candidates += [(p_one, L, x) for L, x_L in x_by_lag.items() if x_L == x]
-    p_one, L, x = min(candidates)
     r_by_lag = {lag: (N * x_L - D * D) / denom for lag, x_L in x_by_lag.items()}
+    if half is not None:
+        d1, d2 = int(count_true(d[:half])), D - int(count_true(d[:half]))
+        x_half = int(count_true(d[:half] & d[half:]))
+        candidates.append((_hyper_two_sided(x_half, half, d1, d2), half, x_half))
+        # r over the N/2 pairs, as for the circular lags over N
+        r_by_lag[half] = (half * x_half - d1 * d2) / math.sqrt(max(1.0, float(d1) * (half - d1) * d2 * (half - d2)))
+    p_one, L, x = min(candidates)
     return TestOutcome(
         r_by_lag[L],
         min(1.0, len(lags) * p_one),
         len(lags),
-        {"lag": L, "coincident_drops": x, "expected": D * D / N, "p_single": p_one,
+        {"lag": L, "coincident_drops": x, "expected": D * D / N if L != half else d1 * d2 / half, "p_single": p_one,
          "r_by_lag": r_by_lag, "n": N, "q": q, "q_hat": 1 - D / N},
     )
 
 
 def _runs_log_pmf(n1: int, n2: int, R: np.ndarray) -> np.ndarray:
     """log P(R runs) for a uniformly random arrangement of n1 + n2 items (Wald–Wolfowitz)."""
-    def logC(n: int, k: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            out = special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
-        return np.where((k >= 0) & (k <= n), out, -np.inf)
+    R = np.asarray(R)
+    if R.size == 0:
+        return np.zeros(0)
+    # Each k = R // 2 serves two R (one even, one odd), and log C(n-1, k) and log C(n-1, k-1) share
+    # their log-gamma terms: six arrays of them over the distinct k, not twelve over every R.
+    k_of_r = R // 2
+    k = np.arange(k_of_r.min(), k_of_r.max() + 1)
+    with np.errstate(invalid="ignore"):
+        lg_k, lg_k1 = special.gammaln(k), special.gammaln(k + 1)  # log (k-1)!, log k!
 
-    k = R // 2
-    even = np.log(2.0) + logC(n1 - 1, k - 1) + logC(n2 - 1, k - 1)
-    odd = np.logaddexp(logC(n1 - 1, k) + logC(n2 - 1, k - 1), logC(n1 - 1, k - 1) + logC(n2 - 1, k))
+        def log_choose(n: int) -> tuple[np.ndarray, np.ndarray]:  # log C(n-1, k), log C(n-1, k-1)
+            lg_n, rest_k, rest_k1 = special.gammaln(n), special.gammaln(n - k), special.gammaln(n - k + 1)
+            at_k = np.where((k >= 0) & (k <= n - 1), lg_n - lg_k1 - rest_k, -np.inf)
+            at_k1 = np.where((k >= 1) & (k <= n), lg_n - lg_k - rest_k1, -np.inf)
+            return at_k, at_k1
+
+        a_k, a_k1 = log_choose(n1)
+        b_k, b_k1 = log_choose(n2)
+    i = k_of_r - k[0]
+    even = np.log(2.0) + a_k1[i] + b_k1[i]
+    odd = np.logaddexp(a_k[i] + b_k1[i], a_k1[i] + b_k[i])
     total = special.gammaln(n1 + n2 + 1) - special.gammaln(n1 + 1) - special.gammaln(n2 + 1)
     return np.where(R % 2 == 0, even, odd) - total
 

@@ -2,7 +2,7 @@
 
 Most of a run is either the implementation's work (the statistical samples: hundreds of calls on
 large inputs) or dropcheck's own (the exact properties' Hypothesis search on tiny inputs, and the
-analysis of single-call samples). The checks share nothing but the target, so dropcheck runs the
+analysis of small samples). The checks share nothing but the target, so dropcheck runs the
 two as lanes: while one worker draws the samples, the other searches and analyses, on a second
 core (dropcheck.runner decides which check goes where). At `default` the search alone took 0.4 s
 of a 1 s run on one core.

@@ -21,10 +21,11 @@ TESTS_BY_PROPERTY: dict[str, tuple[str, ...]] = {
     "DROP-RATE": ("sequential", "binomial"),
     "EXPECTATION": ("overall-z", "per-position"),
     "RATE-HOMOGENEITY": ("blocks",),
+    "RATE-EDGES": ("edges",),
     "INDEP-POSITIONS": ("markov", "periodogram", "stride-lags"),
     "INDEP-ROWS": ("row-correlation",),
     "INDEP-CALLS": ("consecutive", "cross-correlation", "dispersion", "position-counts"),
-    "INDEP-INPUT": ("input-bins",),
+    "INDEP-INPUT": ("input-bins", "value-runs"),
 }
 
 

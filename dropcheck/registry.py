@@ -38,6 +38,7 @@ _PROPERTIES = [
     Property("DROP-RATE", "The fraction of dropped units equals p (exact binomial test, sequential early stop).", "statistical"),
     Property("EXPECTATION", "The mean train output equals the eval output at every position.", "statistical", ("inverted", "classic", "channel", "droppath")),
     Property("RATE-HOMOGENEITY", "The drop rate is the same in every block of positions.", "statistical", ELEMENTWISE_OR_CHANNEL),
+    Property("RATE-EDGES", "The first and last units of an input of any size drop at rate p (no tail loop with a rate of its own).", "statistical"),
     Property("INDEP-POSITIONS", "Drops at nearby or periodic positions are independent (no clumps, no tiling).", "statistical", ELEMENTWISE_OR_CHANNEL),
     Property("INDEP-ROWS", "Masks of different batch rows are independent (not shared across the batch).", "statistical", ELEMENTWISE_OR_CHANNEL),
     Property("INDEP-CALLS", "Masks of successive calls are independent (not cached, not reused shifted, not exact-count).", "statistical"),

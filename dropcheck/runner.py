@@ -319,8 +319,8 @@ Planned = tuple[str | None, float | None, Callable[[], Any]]  # (property ID, p,
 def lane_of(property_id: str | None, p: float | None) -> int:
     """Which lane (dropcheck.lanes) runs a check: 0, the implementation's many calls (the
     statistical samples, the long lane); 1, dropcheck's own work (the exact properties' search,
-    the analysis of one- or two-call samples). The channel probe runs alone, before both."""
-    return 0 if p is not None and property_id not in statistical.FEW_CALLS else 1
+    the analysis of small samples: statistical.SECOND_LANE). The channel probe runs alone, before both."""
+    return 0 if p is not None and property_id not in statistical.SECOND_LANE else 1
 
 
 def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, Any],

@@ -316,6 +316,52 @@ def in_place_on_large_inputs(x, p, training):
         return x.mul_(_keep(x, p).to(x.dtype) * _scale(p))
 
 
+
+def tail_loop_biased(x, p, training, width: int = 8):
+    """A vectorised kernel's scalar tail loop, the last numel % 8 units, drops at p/2 (RATE-EDGES)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    rate = torch.full((x.numel(),), p, device=x.device)
+    rate[x.numel() // width * width:] = p / 2
+    return _inverted(x, torch.rand(x.shape, device=x.device) >= rate.view(x.shape), p)
+
+
+def head_loop_never_drops(x, p, training, width: int = 8):
+    """The units peeled off before a vectorised loop, the first numel % 8, are never dropped (RATE-EDGES)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    keep = _keep(x, p).flatten()
+    keep[: x.numel() % width] = True
+    return _inverted(x, keep.view(x.shape), p)
+
+
+def counter_wraps_at_2_18(x, p, training, period: int = 1 << 18):
+    """A counter-based generator whose counter wraps every 2^18 units, so the mask repeats with that
+    period (INDEP-POSITIONS): twice in default's one-call sample of 2^19 units, too few repeats for
+    its periodogram, and never within the other samples' calls of 2^17."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    n = x.numel()
+    tile = torch.rand(min(n, period), device=x.device) >= p
+    return _inverted(x, tile.repeat(-(-n // period))[:n].view(x.shape), p)
+
+
+def value_striped_rate(x, p, training):
+    """Drops at p ± min(p, q)/2 in alternating stripes 0.05 decades wide in |x|, except for |x| in
+    [1, 2], where the other samples' inputs lie (INDEP-INPUT): each input bin, a sign and a range of
+    1.5 decades, still averages p; only neighbouring values agree."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    a = x.detach().abs().double()
+    stripe = torch.where(torch.floor(a.clamp_min(1e-30).log10() * 20) % 2 == 0, 1.0, -1.0)
+    rate = (p + 0.5 * min(p, 1 - p) * stripe * ((a < 1) | (a > 2))).to(torch.float32)
+    return _inverted(x, torch.rand(x.shape, device=x.device) >= rate, p)
+
+
 BROKEN: dict[str, list[tuple[object, str]]] = {
     "EVAL-IDENTITY": [(scale_in_eval_too, "inverted"), (active_in_eval, "inverted"), (eval_drops_large_inputs, "inverted")],
     "SUPPORT-SCALE": [(no_scaling, "inverted")],
@@ -333,10 +379,11 @@ BROKEN: dict[str, list[tuple[object, str]]] = {
     "DROP-RATE": [(keep_drop_swapped, "inverted"), (biased_when_grad, "inverted")],
     "EXPECTATION": [(no_scaling, "inverted")],
     "RATE-HOMOGENEITY": [(positional_bias, "inverted"), (biased_after_first_row, "inverted")],
-    "INDEP-POSITIONS": [(tiled_mask, "inverted")],
+    "RATE-EDGES": [(tail_loop_biased, "inverted"), (head_loop_never_drops, "inverted")],
+    "INDEP-POSITIONS": [(tiled_mask, "inverted"), (counter_wraps_at_2_18, "inverted")],
     "INDEP-ROWS": [(batch_shared_mask, "inverted"), (rows_share_mask_when_strided, "inverted")],
     "INDEP-CALLS": [(cached_mask, "inverted")],
-    "INDEP-INPUT": [(value_dependent, "inverted")],
+    "INDEP-INPUT": [(value_dependent, "inverted"), (value_striped_rate, "inverted")],
 }
 
 

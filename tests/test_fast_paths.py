@@ -328,3 +328,26 @@ def test_per_position_test_without_indexing_matches_the_indexed_way() -> None:
     for bad_k in (torch.ones(999), None):
         with pytest.raises(ValueError, match="one value per position"):
             stats.expectation_per_position_test(dev, var[:999] if bad_k is None else var, kurtosis=bad_k)
+
+
+def test_the_runs_pmf_from_shared_log_gammas_equals_the_direct_formula() -> None:
+    """_runs_log_pmf computes six log-gamma arrays over the distinct k = R // 2, not twelve over R."""
+    from scipy import special
+
+    def direct(n1, n2, R):
+        def log_c(n, k):
+            with np.errstate(invalid="ignore"):
+                out = special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+            return np.where((k >= 0) & (k <= n), out, -np.inf)
+        k = R // 2
+        even = np.log(2.0) + log_c(n1 - 1, k - 1) + log_c(n2 - 1, k - 1)
+        odd = np.logaddexp(log_c(n1 - 1, k) + log_c(n2 - 1, k - 1), log_c(n1 - 1, k - 1) + log_c(n2 - 1, k))
+        total = special.gammaln(n1 + n2 + 1) - special.gammaln(n1 + 1) - special.gammaln(n2 + 1)
+        return np.where(R % 2 == 0, even, odd) - total
+
+    for n1, n2 in [(1, 1), (1, 5), (2, 3), (100, 3), (1000, 1000), (524000, 288)]:
+        for R in (np.arange(1, 2 * min(n1, n2) + 3), np.arange(2, 2 * min(n1, n2) + 1), np.array([3])):
+            want, got = direct(n1, n2, R), independence._runs_log_pmf(n1, n2, R)
+            finite = np.isfinite(want)
+            assert (finite == np.isfinite(got)).all(), (n1, n2, R[finite != np.isfinite(got)])
+            assert np.allclose(got[finite], want[finite], rtol=1e-12, atol=1e-9), (n1, n2)

@@ -6,6 +6,7 @@ single-CPU machine too (sleeping needs no CPU).
 """
 from __future__ import annotations
 
+import math
 import os
 import stat
 import threading
@@ -217,16 +218,19 @@ def test_a_run_gives_the_same_verdicts_side_by_side_as_one_after_the_other(monke
 
 
 @pytest.mark.parametrize("property_id", [p.id for p in registry.for_contract("inverted", "statistical")])
-def test_the_few_call_properties_make_one_or_two_calls_and_the_others_many(property_id):
-    """The runner's lane split rests on this (statistical.FEW_CALLS, runner.lane_of)."""
+def test_the_second_lane_properties_cost_the_implementation_little_and_the_others_much(property_id):
+    """The runner's lane split rests on this (statistical.SECOND_LANE, runner.lane_of): one or two
+    calls, or calls on at most 2048 units, against many calls on large inputs."""
     target = resolve_dropout("reference_impls.inverted:InvertedDropout")
     target.meter = CallMeter()
     result = run_check(target, profile="quick", ps=[0.5], only=[property_id])
     assert result.ok, result.summary()
-    if property_id in statistical.FEW_CALLS:
-        assert target.meter.calls <= 2 and runner.lane_of(property_id, 0.5) == 1, target.meter.calls
+    calls, largest = target.meter.calls, max(math.prod(shape) for shape, _, _ in target.meter.log)
+    if property_id in statistical.SECOND_LANE:
+        assert calls <= 2 or largest <= statistical.EDGE_MAX_UNITS, (calls, largest)
+        assert runner.lane_of(property_id, 0.5) == 1
     else:
-        assert target.meter.calls > 2 and runner.lane_of(property_id, 0.5) == 0, target.meter.calls
+        assert calls > 2 and largest > statistical.EDGE_MAX_UNITS and runner.lane_of(property_id, 0.5) == 0, (calls, largest)
 
 
 def test_bad_lane_numbers_are_refused():

@@ -112,7 +112,7 @@ def test_a_correct_layer_passes_and_the_json_report_is_written(project):
 
 def test_k_selects_by_property_id(project):
     result = project.runpytest("--dropcheck-target=userdrop:GoodDropout", "-k", "P-ZERO or P-ONE", *QUICK)
-    result.assert_outcomes(passed=2, deselected=17)  # 11 exact + 7 statistical + the user's test
+    result.assert_outcomes(passed=2, deselected=18)  # 11 exact + 8 statistical + the user's test
 
 
 def test_decode_target_runs_the_decoding_checks(project):

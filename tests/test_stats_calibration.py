@@ -242,6 +242,35 @@ def test_lag_test_false_alarms_at_most_alpha(p: float, seed: int) -> None:
     _assert_rate_at_most(pvals, LOOSE_ALPHA, f"lag_test p={p}")
 
 
+@pytest.mark.parametrize("p, seed", [(0.1, 2211), (0.02, 2212)])
+def test_lag_test_at_half_the_mask_is_exact(p: float, seed: int) -> None:
+    # Lag N/2 alone is one exact hypergeometric count (its pairs counted once, not circularly twice).
+    masks = _keep((REPS, 4096), 1 - p, _gen(seed))
+    _assert_uniform([independence.lag_test(m, [2048], 1 - p).pvalue for m in masks], f"lag_test at N/2, p={p}",
+                    alternative="greater")
+
+
+def _edge_counts(g: torch.Generator, p: float, calls: int = 256, edge: int = 64, tail_rate: float | None = None):
+    """A RATE-EDGES sample simulated: `calls` masks of sizes 1..2048, their kept units per distance
+    from the start and the end. With `tail_rate`, the last size % 8 units of each drop at that rate."""
+    sizes = torch.randint(1, 2049, (calls, 1), generator=g)
+    pos = torch.arange(2048)
+    rate = torch.full((calls, 2048), p)
+    if tail_rate is not None:
+        rate = torch.where(pos >= sizes // 8 * 8, tail_rate, rate)
+    kept = (torch.rand((calls, 2048), generator=g) >= rate) & (pos < sizes)  # row c: a mask of sizes[c] units
+    d = torch.arange(edge)
+    last = kept.gather(1, (sizes - 1 - d).clamp(min=0)) & (d < sizes)
+    return kept[:, :edge].sum(0), last.sum(0), (d < sizes).sum(0)
+
+
+@pytest.mark.parametrize("p, seed", [(0.1, 2221), (0.5, 2222)])
+def test_edge_regions_test_false_alarms_at_most_alpha(p: float, seed: int) -> None:
+    g = _gen(seed)
+    pvals = [stats.edge_regions_test(*_edge_counts(g, p), p).pvalue for _ in range(BONF_REPS)]
+    _assert_rate_at_most(pvals, LOOSE_ALPHA, f"edge_regions_test p={p}")
+
+
 # ============================================================================ power
 
 
@@ -380,6 +409,20 @@ def test_lag_test_detects_mask_shared_across_rows() -> None:
         return out
 
     _assert_power(_pvals(outcome, 3701), "lag_test: rows share one mask")
+
+
+def test_lag_test_detects_a_mask_repeated_once() -> None:
+    def outcome(g: torch.Generator) -> stats.TestOutcome:
+        half = _keep((2048,), 0.9, g)
+        return independence.lag_test(torch.cat([half, half]), [1, 64, 1024, 2048], 0.9)
+
+    _assert_power(_pvals(outcome, 3711), "lag_test: the second half repeats the first")
+
+
+def test_edge_regions_test_detects_a_tail_loop_at_half_the_rate() -> None:
+    # A tail loop (size % 8 units) dropping at p/2, at p = 0.5: RATE-EDGES' default sample (256 calls).
+    _assert_power(_pvals(lambda g: stats.edge_regions_test(*_edge_counts(g, 0.5, tail_rate=0.25), 0.5), 3721),
+                  "edge_regions_test: tail loop at p/2")
 
 
 def test_markov_test_detects_clumped_drops() -> None:
