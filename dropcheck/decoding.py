@@ -39,6 +39,7 @@ from dropcheck.gpt import GPTModel, zero_dropout
 from dropcheck.models import (
     Decode,
     ModelTarget,
+    NotLogitsError,
     active_dropout,
     cache_kind,
     compare_tie_aware,
@@ -480,6 +481,8 @@ def _probe_once(subject: ModelTarget, model_seed: int, max_positions: int) -> tu
         return "vocab", vocab
     except TargetError as e:
         return "target-error", str(e)
+    except NotLogitsError as e:  # not a language model: no check could run, and none should be listed
+        return "target-error", f"TARGET {subject.spec!r} is not a language model: its first forward failed: {e}"
     except Exception as e:  # the model's own failure becomes every verdict's ERROR
         return "error", _error(e)
 

@@ -100,6 +100,11 @@ def describe_model(obj: Any) -> str:
     return describe_object(obj)
 
 
+class NotLogitsError(ValueError):
+    """A forward pass returned something other than logits (B, T, V): the TARGET is not a language
+    model (a dropout layer, an encoder), which `dropcheck decode` reports as exit 2, not as errors."""
+
+
 def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     """One forward pass, (B, T) -> (B, T, V): a plain tensor, or `.logits` (Hugging Face outputs)."""
     with torch.no_grad():
@@ -109,10 +114,10 @@ def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
 def _unwrap(out: Any, idx: torch.Tensor) -> torch.Tensor:
     logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
     if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"model returned {type(out).__name__}; expected logits (B, T, V) or an object with .logits")
+        raise NotLogitsError(f"model returned {type(out).__name__}; expected logits (B, T, V) or an object with .logits")
     if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(idx.shape):
         hint = " (a dropout layer is checked with `dropcheck check`, not `decode`)" if logits.shape == idx.shape else ""
-        raise ValueError(
+        raise NotLogitsError(
             f"model output has shape {tuple(logits.shape)}; expected (B, T, V) with (B, T) = {tuple(idx.shape)}{hint}"
         )
     return logits

@@ -362,6 +362,22 @@ def test_cli_decode_target_whose_import_hangs_exits_2(tmp_path, capsys):
     assert code == 2 and "importing it did not finish within 1 s" in err, f"expected exit 2 naming the hang, got {code}: {err}"
 
 
+def test_cli_decode_on_a_dropout_layer_exits_2_with_one_line_not_an_error_per_check(capsys):
+    code = main(["decode", "torch.nn:Dropout"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "is not a language model" in err and "dropcheck check" in err, (code, err)
+    assert "ERROR" not in out, out
+
+
+def test_a_model_whose_forward_raises_is_still_an_error_per_check_not_exit_2(tmp_path, capsys):
+    model_file = tmp_path / "raises.py"
+    model_file.write_text("import torch\n\nclass Model(torch.nn.Module):\n"
+                          "    def forward(self, idx):\n        raise RuntimeError('broken forward')\n")
+    code = main(["decode", f"{model_file}:Model", "--only", "DECODE-REPEAT"])
+    out = capsys.readouterr().out
+    assert code == 1 and "ERROR" in out and "broken forward" in out, (code, out)
+
+
 # --- pieces ----------------------------------------------------------------------------------------
 
 
