@@ -287,7 +287,8 @@ def lag_test(mask: Any, lags: Sequence[int], q: float) -> TestOutcome:
         candidates += [(p_one, L, x) for L, x_L in x_by_lag.items() if x_L == x]
     r_by_lag = {lag: (N * x_L - D * D) / denom for lag, x_L in x_by_lag.items()}
     if half is not None:
-        d1, d2 = int(count_true(d[:half])), D - int(count_true(d[:half]))
+        d1 = int(count_true(d[:half]))
+        d2 = D - d1
         x_half = int(count_true(d[:half] & d[half:]))
         candidates.append((_hyper_two_sided(x_half, half, d1, d2), half, x_half))
         # r over the N/2 pairs, as for the circular lags over N

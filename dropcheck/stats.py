@@ -357,7 +357,6 @@ def homogeneity_test(
     )
 
 
-
 def edge_regions_test(kept_first: Any, kept_last: Any, present: Any, p: float) -> TestOutcome:
     """Exact test that the first and the last 1, 2, 4, ... units of calls drop at rate `p`.
 
@@ -383,6 +382,7 @@ def edge_regions_test(kept_first: Any, kept_last: Any, present: Any, p: float) -
     return TestOutcome(float(rates[i]), float(min(1.0, len(names) * pvals[i])), int(n[i]),
                        {"region": names[i], "drops": int(drops[i]), "n": int(n[i]), "p_single": float(pvals[i]),
                         "drop_rate_by_region": dict(zip(names, np.round(rates, 5).tolist())), "regions": len(names)})
+
 
 # --------------------------------------------------------------------------- expectation
 
