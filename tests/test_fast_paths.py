@@ -332,7 +332,6 @@ def test_per_position_test_without_indexing_matches_the_indexed_way() -> None:
 
 def test_the_runs_pmf_from_shared_log_gammas_equals_the_direct_formula() -> None:
     """_runs_log_pmf computes six log-gamma arrays over the distinct k = R // 2, not twelve over R."""
-    from scipy import special
 
     def direct(n1, n2, R):
         def log_c(n, k):

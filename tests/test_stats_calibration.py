@@ -22,7 +22,8 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from dropcheck import independence, power, stats
+from dropcheck import independence, power, statistical, stats
+from dropcheck.ledger import get_profile
 
 KS_ALPHA = 1e-3  # level of each uniformity check (KS over REPS p-values)
 LOOSE_ALPHA = 0.05  # nominal level at which Bonferroni-min tests' rejection rates are checked
@@ -250,15 +251,17 @@ def test_lag_test_at_half_the_mask_is_exact(p: float, seed: int) -> None:
                     alternative="greater")
 
 
-def _edge_counts(g: torch.Generator, p: float, calls: int = 256, edge: int = 64, tail_rate: float | None = None):
-    """A RATE-EDGES sample simulated: `calls` masks of sizes 1..2048, their kept units per distance
-    from the start and the end. With `tail_rate`, the last size % 8 units of each drop at that rate."""
-    sizes = torch.randint(1, 2049, (calls, 1), generator=g)
-    pos = torch.arange(2048)
-    rate = torch.full((calls, 2048), p)
+def _edge_counts(g: torch.Generator, p: float, tail_rate: float | None = None):
+    """A RATE-EDGES sample at `default` simulated: its calls' masks, of sizes 1..EDGE_MAX_UNITS, and
+    their kept units per distance from the start and the end. With `tail_rate`, the last size % 8
+    units of each drop at that rate."""
+    calls, most, edge = statistical.edge_calls(get_profile("default")), statistical.EDGE_MAX_UNITS, statistical.EDGE_UNITS
+    sizes = torch.randint(1, most + 1, (calls, 1), generator=g)
+    pos = torch.arange(most)
+    rate = torch.full((calls, most), p)
     if tail_rate is not None:
         rate = torch.where(pos >= sizes // 8 * 8, tail_rate, rate)
-    kept = (torch.rand((calls, 2048), generator=g) >= rate) & (pos < sizes)  # row c: a mask of sizes[c] units
+    kept = (torch.rand((calls, most), generator=g) >= rate) & (pos < sizes)  # row c: a mask of sizes[c] units
     d = torch.arange(edge)
     last = kept.gather(1, (sizes - 1 - d).clamp(min=0)) & (d < sizes)
     return kept[:, :edge].sum(0), last.sum(0), (d < sizes).sum(0)
@@ -420,7 +423,7 @@ def test_lag_test_detects_a_mask_repeated_once() -> None:
 
 
 def test_edge_regions_test_detects_a_tail_loop_at_half_the_rate() -> None:
-    # A tail loop (size % 8 units) dropping at p/2, at p = 0.5: RATE-EDGES' default sample (256 calls).
+    # A tail loop (size % 8 units) dropping at p/2, at p = 0.5: RATE-EDGES' default sample.
     _assert_power(_pvals(lambda g: stats.edge_regions_test(*_edge_counts(g, 0.5, tail_rate=0.25), 0.5), 3721),
                   "edge_regions_test: tail loop at p/2")
 
