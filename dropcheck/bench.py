@@ -11,7 +11,7 @@ For each profile, two kinds of process:
   - "all": the whole check in-process, on one core (then its calls replayed in a bare loop: same
     shapes, dtypes and modes);
   - "statistical" and "exact": each phase alone, in-process, to split the one-core overhead between
-    the sampling and the exact properties' Hypothesis search.
+    the sampling and the exact properties (one Hypothesis draw of inputs, and the checks on them).
 The parent writes everything to reports/performance.md.
 """
 from __future__ import annotations
@@ -283,7 +283,7 @@ def render(results: dict[str, dict[str, Any]], target: str) -> str:
         "  those runs; **peak memory**: the largest sum over the command and its workers, each counting",
         "  its shared pages in proportion (Pss, sampled every 10 ms).",
         "- **run**: `run_check` itself, as the command runs it: in forked workers, two lanes side by side",
-        "  (dropcheck.lanes: the implementation's many calls in one, the exact search and the small-sample",
+        "  (dropcheck.lanes: the implementation's many calls in one, the exact properties and the small-sample",
         "  analyses in the other), instrumented; the median of several runs by overhead.",
         "  **impl**: time inside the implementation's own calls in the long lane's worker (the other",
         "  lane's calls, in **other lane impl**, overlap with it and are not counted as the",
@@ -291,11 +291,11 @@ def render(results: dict[str, dict[str, Any]], target: str) -> str:
         "  the implementation's own time (target ≤ 25%); every run's figure in brackets.",
         "- **one core**: the whole check in one process, one lane, no fork: run s / impl s / overhead,",
         "  i.e. dropcheck's share of the CPU time rather than of the wait.",
-        "- **exact phase**: the exact properties alone (`--only` them, in-process, in a fresh process): the",
-        "  Hypothesis search, whose cost grows with the profile's examples per property (10 / 25 / 100),",
-        "  not with the sample sizes or the implementation's speed (its calls are on inputs of a few to",
-        "  2048 elements, and one of 65536 for each of EVAL-IDENTITY, KEEPS-META, GRAD-MASK and",
-        "  INPUT-UNTOUCHED, so little of it is impl).",
+        "- **exact phase**: the exact properties alone (`--only` them, in-process, in a fresh process): one",
+        "  Hypothesis draw of the profile's inputs (10 / 25 / 100), shared by the properties, and each",
+        "  property's checks on them; its cost grows with that number, not with the sample sizes or the",
+        "  implementation's speed (its calls are on inputs of a few to 2048 elements, and one of 65536 for",
+        "  each of EVAL-IDENTITY, KEEPS-META, GRAD-MASK and INPUT-UNTOUCHED, so little of it is impl).",
         "- **statistical phase**: the statistical properties alone (`--only` them, likewise): run s,",
         "  impl s and overhead, i.e. the sampling, the counting and the scipy tests.",
         "- **bare loop**: the same calls (shapes, dtypes, modes) replayed with nothing around them.",

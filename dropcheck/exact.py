@@ -2,17 +2,20 @@
 
 No alpha is needed here: one counterexample is a proof. Each check is a function of one drawn
 `DropoutCase` that raises `PropertyViolation` with a message saying what was expected, what came
-and where; `run_exact` drives Hypothesis (seeded from the run's seed, so a failure replays) and turns
-the outcome into a `Verdict` with the shrunk, minimal failing case.
+and where. `run_exact` checks one property on the run's inputs, drawn by Hypothesis once for all the
+properties (`drawn_inputs`, seeded from the run's seed, so a failure replays); where a property fails
+on one, the same draws run again with its check in them, so that its `Verdict` names the shrunk,
+minimal failing case.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
 
 import torch
-from hypothesis import HealthCheck, Verbosity, example, given, settings
+from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
@@ -317,8 +320,9 @@ def _big_case_strategy(ctx: CheckContext) -> st.SearchStrategy[dst.DropoutCase]:
     return draw()
 
 
-# The p each property draws from, where not all of [0, 1]: checks that two masks differ need p away
-# from 0 and 1 (see _big_case_strategy), and the scale 1/(1-p) is checked where it is finite.
+# The p each property takes, where not all of [0, 1] (a drawn p outside is clipped into it, `_own_copy`):
+# checks that two masks differ need p away from 0 and 1 (see _big_case_strategy), and the scale
+# 1/(1-p) is checked where it is finite.
 P_RANGE: dict[str, tuple[float, float]] = {
     "SEED-REPLAY": (0.05, 0.95),
     "MODE-ROUNDTRIP": (0.05, 0.95),
@@ -326,19 +330,11 @@ P_RANGE: dict[str, tuple[float, float]] = {
     "SUPPORT-SCALE": (0.0, 1 - 1e-3),
     "GRAD-MASK": (0.0, 1 - 1e-3),
 }
-
-
-def _strategy(ctx: CheckContext, property_id: str) -> st.SearchStrategy[dst.DropoutCase]:
-    unit, rank = ctx.contract.unit, ctx.spatial_rank
-    user = tuple(ctx.ps)
-    if property_id in ("SEED-REPLAY", "MODE-ROUNDTRIP"):
-        return _big_case_strategy(ctx)
-    ps = dst.drop_probabilities(user, *P_RANGE.get(property_id, (0.0, 1.0)))
-    return dst.dropout_inputs(unit=unit, spatial_rank=rank, ps=ps, device=ctx.device)
+BIG_CASE_PROPERTIES = frozenset({"SEED-REPLAY", "MODE-ROUNDTRIP"})  # they take _big_case_strategy's inputs
 
 
 # Each check seeds the global RNGs for its input with `reseed` (cheap) and leaves them seeded:
-# `run_exact` runs the whole search inside `preserved_rngs`, which restores the caller's states.
+# `run_exact` runs them inside `preserved_rngs`, which restores the caller's states.
 EXACT_CHECKS: dict[str, Check] = {
     "EVAL-IDENTITY": eval_identity,
     "SUPPORT-SCALE": support_scale,
@@ -359,7 +355,7 @@ EXACT_CHECKS: dict[str, Check] = {
 LARGE_INPUT_PROPERTIES = frozenset({"EVAL-IDENTITY", "KEEPS-META", "GRAD-MASK", "INPUT-UNTOUCHED"})
 
 
-def _with_large_examples(ctx: CheckContext, property_id: str) -> Callable:
+def _large_examples(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
     """Besides the drawn inputs, always try two large float32 ones (~2048 units at p=0.5 and at a
     run p in [0.05, 0.95], else 0.1): a bug that shows only on some mask draws (a backward with
     its own mask) then shows with probability 1 - (p²+q²)^2048, i.e. always, instead of depending
@@ -375,63 +371,125 @@ def _with_large_examples(ctx: CheckContext, property_id: str) -> Callable:
     for k, p in enumerate((0.5, next((q for q in ctx.ps if 0.05 <= q <= 0.95 and q != 0.5), 0.1))):
         x = dst.make_input(ctx.unit_shape(first_units if k == 0 else 2048), torch.float32, k, device=ctx.device)
         cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else p, k, "contiguous"))
+    return cases
 
-    def decorate(fn: Callable) -> Callable:
-        for case in reversed(cases):
-            fn = example(case)(fn)
-        return fn
 
-    return decorate
+# Hypothesis spends about 1 ms drawing each example, several times what a check costs on its tiny
+# inputs: eleven searches of 25 examples were 0.3 s of a 0.4 s exact phase. So the inputs are drawn
+# once per run (per worker process) by one Hypothesis run that only draws, and each property is
+# checked on them in a check of its own (its own time limit and verdict). Only a property that fails
+# is searched again (`_shrink`): the same draws with its check in them, so that Hypothesis shrinks
+# what it failed on.
+_DRAWN: dict[tuple, list[tuple[dst.DropoutCase, dst.DropoutCase]]] = {}
+_DRAWN_KEPT = 8  # runs' draws kept per process (the pytest plugin checks one run's properties one by one)
+
+
+def _over_drawn_inputs(ctx: CheckContext, body: Callable[[tuple[dst.DropoutCase, dst.DropoutCase]], None]) -> None:
+    """Hypothesis' run over the run's `ctx.max_examples` (small input, big input) pairs, seeded from the
+    run's seed: a small input of any shape, dtype, layout and p, and a big one (`_big_case_strategy`)
+    for the BIG_CASE_PROPERTIES. Both are drawn whichever properties run, so that `--only ID` checks
+    ID on the inputs of the full run. Until `body` first raises, every run draws the same pairs."""
+    small = dst.dropout_inputs(unit=ctx.contract.unit, spatial_rank=ctx.spatial_rank,
+                               ps=dst.drop_probabilities(tuple(ctx.ps)), device=ctx.device)
+
+    @settings(max_examples=ctx.max_examples, deadline=None, database=None, verbosity=Verbosity.quiet,
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False)
+    @hypothesis_seed(derive_seed(ctx.seed, "exact inputs", ctx.device))
+    @given(st.tuples(small, _big_case_strategy(ctx)))
+    def run(pair: tuple[dst.DropoutCase, dst.DropoutCase]) -> None:
+        body(pair)
+
+    with preserved_rngs():  # the checks reseed per example and restore nothing themselves
+        run()
+
+
+def drawn_inputs(ctx: CheckContext) -> list[tuple[dst.DropoutCase, dst.DropoutCase]]:
+    """The run's drawn (small input, big input) pairs (`_over_drawn_inputs`), drawn once per process."""
+    key = (ctx.seed, ctx.device, ctx.contract.unit, ctx.spatial_rank, tuple(ctx.ps), ctx.max_examples)
+    if key not in _DRAWN:
+        pairs: list[tuple[dst.DropoutCase, dst.DropoutCase]] = []
+        _over_drawn_inputs(ctx, pairs.append)
+        while len(_DRAWN) >= _DRAWN_KEPT:
+            del _DRAWN[next(iter(_DRAWN))]
+        _DRAWN[key] = pairs
+    return _DRAWN[key]
+
+
+def _own_copy(ctx: CheckContext, property_id: str, pair: tuple[dst.DropoutCase, dst.DropoutCase]) -> dst.DropoutCase:
+    """The input of a drawn pair that a property takes, remade for it alone: a check that writes into
+    its input (INPUT-UNTOUCHED's bug) must not change what the next property sees. Its p is clipped
+    into the property's P_RANGE."""
+    case = pair[1] if property_id in BIG_CASE_PROPERTIES else pair[0]
+    low, high = P_RANGE.get(property_id, (0.0, 1.0))
+    x = dst.make_input(case.shape, case.x.dtype, case.seed, case.layout, device=ctx.device)
+    return dst.DropoutCase(dst.with_autograd(x, case.autograd), min(max(case.p, low), high), case.seed, case.layout,
+                           case.autograd)
 
 
 def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
-    """Run one exact property under Hypothesis and return its verdict."""
+    """Check one exact property on its large examples, then on the run's drawn inputs, up to the
+    first input it fails on, and return its verdict. A large example is reported as it is; a drawn
+    input is shrunk first (`_shrink`)."""
     start = time.perf_counter()
     if property_id == "P-INVALID":
         verdict = p_invalid(ctx)
         verdict.duration_s = time.perf_counter() - start
         return verdict
     check = EXACT_CHECKS[property_id]
-    failing: list[dst.DropoutCase] = []
-    examples = 0
+    large = _large_examples(ctx, property_id)
+    drawn = (_own_copy(ctx, property_id, pair) for pair in drawn_inputs(ctx))
+    examples, failed = 0, None
+    with preserved_rngs():  # the checks reseed per example and restore nothing themselves
+        for case in itertools.chain(large, drawn):
+            examples += 1
+            try:
+                check(ctx, case)
+            except Exception as e:
+                failed = (case, e)
+                break
+    if failed is not None and examples > len(large):
+        # Should the failure not come again (an implementation whose output depends on more than its
+        # input, p and seed), the input it failed on here is the one reported.
+        failed = _shrink(ctx, property_id) or failed
+    case, error = failed or (None, None)
+    return _verdict(ctx, property_id, case, error, examples, time.perf_counter() - start)
 
-    @settings(
-        max_examples=ctx.max_examples,
-        deadline=None,
-        database=None,
-        verbosity=Verbosity.quiet,
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=False,
-        print_blob=False,
-    )
-    @hypothesis_seed(derive_seed(ctx.seed, property_id, ctx.device))
-    @given(_strategy(ctx, property_id))
-    @_with_large_examples(ctx, property_id)
-    def search(case: dst.DropoutCase) -> None:
-        nonlocal examples
-        examples += 1
+
+def _shrink(ctx: CheckContext, property_id: str) -> tuple[dst.DropoutCase | None, Exception] | None:
+    """The drawn inputs again, the property's check on each: Hypothesis comes to the same failing
+    input and shrinks it to a minimal one. (that input, the exception), or None if none failed."""
+    check = EXACT_CHECKS[property_id]
+    failing: list[dst.DropoutCase] = []
+
+    def body(pair: tuple[dst.DropoutCase, dst.DropoutCase]) -> None:
+        case = _own_copy(ctx, property_id, pair)
         try:
             check(ctx, case)
         except Exception:
             failing.append(case)  # Hypothesis replays the shrunk example last
             raise
 
-    common = {"device": ctx.device, "seed": ctx.seed, "replay": ctx.replay(property_id)}
     try:
-        with preserved_rngs():  # the checks reseed per example and restore nothing themselves
-            search()
-    except PropertyViolation as e:
-        case = failing[-1]
-        status, summary = Status.FAIL, f"{e} [{case!r}]"
+        _over_drawn_inputs(ctx, body)
     except Exception as e:
-        case = failing[-1] if failing else None
-        where = f" [{case!r}]" if case else ""
-        status, summary = Status.ERROR, f"implementation raised {type(e).__name__}: {e}{where}"
-    else:
-        case = None
+        return (failing[-1] if failing else None, e)
+    return None
+
+
+def _verdict(ctx: CheckContext, property_id: str, case: dst.DropoutCase | None, error: Exception | None,
+             examples: int, duration_s: float) -> Verdict:
+    """PASS when no input failed; FAIL for a broken statement (PropertyViolation), ERROR for anything
+    else the implementation raised; the failing input in the summary and the evidence."""
+    where = f" [{case!r}]" if case is not None else ""
+    if error is None:
         status, summary = Status.PASS, f"held on {examples} drawn inputs"
+    elif isinstance(error, PropertyViolation):
+        status, summary = Status.FAIL, f"{error}{where}"
+    else:
+        status, summary = Status.ERROR, f"implementation raised {type(error).__name__}: {error}{where}"
     evidence = {"examples": examples}
     if case is not None:
         evidence["failing_case"] = repr(case)
-    return Verdict(property_id, status, summary, duration_s=time.perf_counter() - start, evidence=evidence,
-                   p=case.p if case is not None else None, dtype=str(case.x.dtype).removeprefix("torch.") if case is not None else None, **common)
+    return Verdict(property_id, status, summary, duration_s=duration_s, evidence=evidence, device=ctx.device,
+                   seed=ctx.seed, replay=ctx.replay(property_id), p=case.p if case is not None else None,
+                   dtype=str(case.x.dtype).removeprefix("torch.") if case is not None else None)

@@ -1,11 +1,12 @@
 """Lanes: a run's checks split into sequences that run side by side, each in its own forked worker.
 
 Most of a run is either the implementation's work (the statistical samples: hundreds of calls on
-large inputs) or dropcheck's own (the exact properties' Hypothesis search on tiny inputs, and the
-analysis of small samples). The checks share nothing but the target, so dropcheck runs the
-two as lanes: while one worker draws the samples, the other searches and analyses, on a second
-core (dropcheck.runner decides which check goes where). At `default` the search alone took 0.4 s
-of a 1 s run on one core.
+large inputs) or dropcheck's own (the exact properties' checks on tiny inputs Hypothesis drew, and
+the analysis of small samples). The checks share nothing but the target, so dropcheck runs the
+two as lanes: while one worker draws the samples, the other checks and analyses, on a second
+core (dropcheck.runner decides which check goes where). At `default` the exact properties alone
+took 0.4 s of a 1 s run on one core when each had a Hypothesis search of its own (0.1 s since they
+share one draw of inputs, dropcheck.exact).
 
 Why this way:
 - Each lane is a `guard.run_sequence` driven by its own thread, so everything the guard promises
@@ -13,7 +14,7 @@ Why this way:
   allocation failure, nothing lost) holds in each lane unchanged. The threads only wait on pipes;
   the work is in the workers.
 - The last lane's checks are shared: a worker done with its own takes the next one waiting there
-  (`_Pool`), so no worker idles while a shared check waits. Without that, the search lane
+  (`_Pool`), so no worker idles while a shared check waits. Without that, the second lane
   was the long one at `quick`, and at `default` whenever the machine slowed it. Measured on 2
   cores (batches of 8 runs of the bench's lanes child, alternating with sharing switched off, on a
   noisy machine): `quick` run median 0.28 and 0.25 s, against 0.36 and 0.32 s without; `default`

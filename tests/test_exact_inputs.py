@@ -1,0 +1,111 @@
+"""The exact properties' inputs (dropcheck.exact): drawn once per run and shared by the properties,
+each property on its own copy. A failing large example is reported as it is; a failing drawn input
+is shrunk (the draws run again with the property's check in them), and a failure that does not come
+again is still reported, on the drawn input.
+
+The runs here are in-process (guard mechanism "none"), so that the draws they leave in
+exact._DRAWN can be looked at."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from dropcheck import exact, guard, registry
+from dropcheck.context import CheckContext
+from dropcheck.contracts import get_contract
+from dropcheck.runner import run_check
+from dropcheck.targets import resolve_dropout
+from dropcheck.verdict import Status
+
+EXACT_IDS = [p.id for p in registry.for_contract("inverted", "exact")]
+
+
+@pytest.fixture(autouse=True)
+def in_process(monkeypatch):
+    monkeypatch.setattr(guard, "choose_mechanism", lambda device="cpu": "none")
+    monkeypatch.setattr(exact, "_DRAWN", {})
+
+
+def drawn_reprs() -> list[list[str]]:
+    return [[repr(pair) for pair in pairs] for pairs in exact._DRAWN.values()]
+
+
+def test_one_draw_serves_every_property_and_only_draws_the_same():
+    result = run_check("reference_impls.inverted:InvertedDropout", profile="quick", only=EXACT_IDS)
+    assert result.ok, result.summary()
+    assert len(exact._DRAWN) == 1, f"expected one draw for the run's {len(EXACT_IDS)} properties, got {len(exact._DRAWN)}"
+    full = drawn_reprs()
+    assert len(full[0]) == 10, f"quick draws 10 inputs, got {len(full[0])}"
+    searched = [v for v in result.verdicts if v.property_id != "P-INVALID"]
+    assert {v.evidence["examples"] for v in searched} == {12}, [v.summary for v in searched]  # 2 large + 10 drawn
+    exact._DRAWN.clear()
+    run_check("reference_impls.inverted:InvertedDropout", profile="quick", only=["P-ONE"])
+    assert drawn_reprs() == full, "--only one property must see the inputs of the full run"
+    exact._DRAWN.clear()
+    run_check("reference_impls.inverted:InvertedDropout", profile="quick", only=["P-ONE"], seed=7)
+    assert drawn_reprs() != full, "another seed must draw other inputs"
+
+
+def test_each_property_gets_its_own_copy_of_each_drawn_input():
+    ctx = CheckContext(resolve_dropout("reference_impls.inverted:InvertedDropout"), get_contract("inverted"),
+                       seed=3, max_examples=10)
+    pairs = exact.drawn_inputs(ctx)
+    a = [exact._own_copy(ctx, "SUPPORT-SCALE", pair) for pair in pairs]
+    b = [exact._own_copy(ctx, "MASK-UNIT", pair) for pair in pairs]
+    assert len(a) == len(b) == 10, (len(a), len(b))
+    for one, other in zip(a, b):
+        assert one.shape == other.shape and one.x.stride() == other.x.stride() and one.layout == other.layout
+        assert torch.equal(one.x, other.x), f"same input expected: {one!r} vs {other!r}"
+        assert one.x.numel() == 0 or one.x.data_ptr() != other.x.data_ptr(), f"{one!r} shares its storage"
+    # p clipped into each property's range (exact.P_RANGE), as its own search would draw it.
+    assert all(0.05 <= c.p <= 0.95 for c in b), [c.p for c in b]
+    assert all(c.p <= 1 - 1e-3 for c in a), [c.p for c in a]
+
+
+def eval_doubles_float64(x, p, training):
+    """Eval is x·2 for float64 inputs only: the large examples (float32) miss it, the draws do not."""
+    if not training:
+        return x * 2 if x.dtype == torch.float64 else x
+    return torch.nn.functional.dropout(x, p, True)
+
+
+def test_a_failing_drawn_input_is_reported_shrunk():
+    result = run_check(eval_doubles_float64, profile="quick", only=["EVAL-IDENTITY"])
+    v = result.verdicts[0]
+    assert v.status is Status.FAIL, v.summary
+    case = v.evidence["failing_case"]
+    # Shrunk: the smallest shape, the first layout, seed 0; float64 stays, as the bug needs it.
+    assert re.search(r"shape=\(\), dtype=float64, layout=contiguous, p=0\.0, seed=0\)", case), case
+
+
+def eval_doubles_everything(x, p, training):
+    return x * 2 if not training else torch.nn.functional.dropout(x, p, True)
+
+
+def test_a_failing_large_example_is_reported_as_it_is():
+    v = run_check(eval_doubles_everything, profile="quick", only=["EVAL-IDENTITY"]).verdicts[0]
+    assert v.status is Status.FAIL and v.evidence["examples"] == 1, f"expected a FAIL on the first input: {v.summary}"
+    assert "shape=(512, 128), dtype=float32" in v.evidence["failing_case"], v.evidence["failing_case"]  # 65536 units
+
+
+FLOAT64_EVAL_CALLS = [0]
+
+
+def first_float64_eval_wrong(x, p, training):
+    """Eval is wrong on the first float64 input of its process and right ever after."""
+    if training:
+        return torch.nn.functional.dropout(x, p, True)
+    if x.dtype == torch.float64:
+        FLOAT64_EVAL_CALLS[0] += 1
+        return x + 1 if FLOAT64_EVAL_CALLS[0] == 1 else x
+    return x
+
+
+def test_a_failure_that_does_not_come_again_is_reported_on_the_drawn_input():
+    FLOAT64_EVAL_CALLS[0] = 0
+    v = run_check(first_float64_eval_wrong, profile="quick", only=["EVAL-IDENTITY"]).verdicts[0]
+    assert v.status is Status.FAIL and v.evidence["examples"] > 2, f"expected a FAIL on a drawn input: {v.summary}"
+    assert "dtype=float64" in v.evidence["failing_case"], v.evidence["failing_case"]
+    assert FLOAT64_EVAL_CALLS[0] > 1, "the draws must have run again, to shrink (and passed)"
