@@ -292,7 +292,7 @@ def render(results: dict[str, dict[str, Any]], target: str) -> str:
         "- **one core**: the whole check in one process, one lane, no fork: run s / impl s / overhead,",
         "  i.e. dropcheck's share of the CPU time rather than of the wait.",
         "- **exact phase**: the exact properties alone (`--only` them, in-process, in a fresh process): one",
-        "  Hypothesis draw of the profile's inputs (10 / 25 / 100), shared by the properties, and each",
+        "  Hypothesis draw of the profile's inputs (20 / 50 / 200), shared by the properties, and each",
         "  property's checks on them; its cost grows with that number, not with the sample sizes or the",
         "  implementation's speed (its calls are on inputs of a few to 2048 elements, and one of 65536 for",
         "  each of EVAL-IDENTITY, KEEPS-META, GRAD-MASK and INPUT-UNTOUCHED, so little of it is impl).",

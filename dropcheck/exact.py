@@ -388,7 +388,8 @@ def _over_drawn_inputs(ctx: CheckContext, body: Callable[[tuple[dst.DropoutCase,
     """Hypothesis' run over the run's `ctx.max_examples` (small input, big input) pairs, seeded from the
     run's seed: a small input of any shape, dtype, layout and p, and a big one (`_big_case_strategy`)
     for the BIG_CASE_PROPERTIES. Both are drawn whichever properties run, so that `--only ID` checks
-    ID on the inputs of the full run. Until `body` first raises, every run draws the same pairs."""
+    ID on the inputs of the full run. Until `body` first raises, every run draws the same pairs, as long
+    as Hypothesis sees the same modules (it also draws constants it finds in their source)."""
     small = dst.dropout_inputs(unit=ctx.contract.unit, spatial_rank=ctx.spatial_rank,
                                ps=dst.drop_probabilities(tuple(ctx.ps)), device=ctx.device)
 

@@ -5,8 +5,8 @@ large inputs) or dropcheck's own (the exact properties' checks on tiny inputs Hy
 the analysis of small samples). The checks share nothing but the target, so dropcheck runs the
 two as lanes: while one worker draws the samples, the other checks and analyses, on a second
 core (dropcheck.runner decides which check goes where). At `default` the exact properties alone
-took 0.4 s of a 1 s run on one core when each had a Hypothesis search of its own (0.1 s since they
-share one draw of inputs, dropcheck.exact).
+took 0.4 s of a 1 s run on one core when each had a Hypothesis search of its own (0.2 s, with twice
+the inputs, since they share one draw, dropcheck.exact).
 
 Why this way:
 - Each lane is a `guard.run_sequence` driven by its own thread, so everything the guard promises

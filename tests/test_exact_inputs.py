@@ -37,9 +37,9 @@ def test_one_draw_serves_every_property_and_only_draws_the_same():
     assert result.ok, result.summary()
     assert len(exact._DRAWN) == 1, f"expected one draw for the run's {len(EXACT_IDS)} properties, got {len(exact._DRAWN)}"
     full = drawn_reprs()
-    assert len(full[0]) == 10, f"quick draws 10 inputs, got {len(full[0])}"
+    assert len(full[0]) == 20, f"quick draws 20 inputs, got {len(full[0])}"
     searched = [v for v in result.verdicts if v.property_id != "P-INVALID"]
-    assert {v.evidence["examples"] for v in searched} == {12}, [v.summary for v in searched]  # 2 large + 10 drawn
+    assert {v.evidence["examples"] for v in searched} == {22}, [v.summary for v in searched]  # 2 large + 20 drawn
     exact._DRAWN.clear()
     run_check("reference_impls.inverted:InvertedDropout", profile="quick", only=["P-ONE"])
     assert drawn_reprs() == full, "--only one property must see the inputs of the full run"
@@ -50,11 +50,11 @@ def test_one_draw_serves_every_property_and_only_draws_the_same():
 
 def test_each_property_gets_its_own_copy_of_each_drawn_input():
     ctx = CheckContext(resolve_dropout("reference_impls.inverted:InvertedDropout"), get_contract("inverted"),
-                       seed=3, max_examples=10)
+                       seed=3, max_examples=20)
     pairs = exact.drawn_inputs(ctx)
     a = [exact._own_copy(ctx, "SUPPORT-SCALE", pair) for pair in pairs]
     b = [exact._own_copy(ctx, "MASK-UNIT", pair) for pair in pairs]
-    assert len(a) == len(b) == 10, (len(a), len(b))
+    assert len(a) == len(b) == 20, (len(a), len(b))
     for one, other in zip(a, b):
         assert one.shape == other.shape and one.x.stride() == other.x.stride() and one.layout == other.layout
         assert torch.equal(one.x, other.x), f"same input expected: {one!r} vs {other!r}"
