@@ -356,7 +356,7 @@ LARGE_INPUT_PROPERTIES = frozenset({"EVAL-IDENTITY", "KEEPS-META", "GRAD-MASK", 
 
 
 def _large_examples(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
-    """Besides the drawn inputs, always try two large float32 ones (~2048 units at p=0.5 and at a
+    """Besides the drawn inputs, always try fixed ones: two large float32 ones (~2048 units at p=0.5 and at a
     run p in [0.05, 0.95], else 0.1): a bug that shows only on some mask draws (a backward with
     its own mask) then shows with probability 1 - (p²+q²)^2048, i.e. always, instead of depending
     on the draws. (At a run p of 1e-5 it would not, and two masks would often be the same, which
@@ -364,13 +364,21 @@ def _large_examples(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase
 
     For the properties in LARGE_INPUT_PROPERTIES the first is 65536 units: an implementation that
     goes wrong only past some size (a kernel of its own for large inputs) passes every small input,
-    and the statistical samples, large as they are, only make train calls and read their values."""
+    and the statistical samples, large as they are, only make train calls and read their values.
+
+    Then a batch of one (one row of the 2048-unit input's shape; for drop path one sample) at p=0.5:
+    a path of its own for single-sample batches (inference-style) is a bug the draws reach only
+    by chance. Not for the BIG_CASE_PROPERTIES, whose checks need many units (two masks of one unit
+    are often the same)."""
     fixed_p = {"P-ZERO": 0.0, "P-ONE": 1.0}.get(property_id)
     first_units = 65536 if property_id in LARGE_INPUT_PROPERTIES else 2048
     cases = []
     for k, p in enumerate((0.5, next((q for q in ctx.ps if 0.05 <= q <= 0.95 and q != 0.5), 0.1))):
         x = dst.make_input(ctx.unit_shape(first_units if k == 0 else 2048), torch.float32, k, device=ctx.device)
         cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else p, k, "contiguous"))
+    if property_id not in BIG_CASE_PROPERTIES:
+        x = dst.make_input((1, *ctx.unit_shape(2048)[1:]), torch.float32, 2, device=ctx.device)
+        cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else 0.5, 2, "contiguous"))
     return cases
 
 
@@ -428,9 +436,9 @@ def _own_copy(ctx: CheckContext, property_id: str, pair: tuple[dst.DropoutCase, 
 
 
 def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
-    """Check one exact property on its large examples, then on the run's drawn inputs, up to the
-    first input it fails on, and return its verdict. A large example is reported as it is; a drawn
-    input is shrunk first (`_shrink`)."""
+    """Check one exact property on its fixed inputs (`_large_examples`), then on the run's drawn
+    inputs, up to the first input it fails on, and return its verdict. A fixed input is reported as
+    it is; a drawn input is shrunk first (`_shrink`)."""
     start = time.perf_counter()
     if property_id == "P-INVALID":
         verdict = p_invalid(ctx)

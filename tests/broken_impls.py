@@ -362,9 +362,21 @@ def value_striped_rate(x, p, training):
     return _inverted(x, torch.rand(x.shape, device=x.device) >= rate, p)
 
 
+def batch_of_one_never_dropped(x, p, training):
+    """Drop path that returns a batch of one sample unchanged, as an inference shortcut would
+    (SUPPORT-SCALE: neither kept, x/(1-p), nor dropped)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    if x.dim() and x.shape[0] == 1:
+        return x
+    keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) >= p
+    return x * keep.to(x.dtype) * _scale(p)
+
+
 BROKEN: dict[str, list[tuple[object, str]]] = {
     "EVAL-IDENTITY": [(scale_in_eval_too, "inverted"), (active_in_eval, "inverted"), (eval_drops_large_inputs, "inverted")],
-    "SUPPORT-SCALE": [(no_scaling, "inverted")],
+    "SUPPORT-SCALE": [(no_scaling, "inverted"), (batch_of_one_never_dropped, "droppath")],
     "MASK-UNIT": [(elementwise_under_channel, "channel")],
     "P-ZERO": [(p_zero_not_identity, "inverted"), (keep_drop_swapped, "inverted")],
     "P-ONE": [(p_one_gives_nan, "inverted")],
