@@ -9,6 +9,7 @@ minimal failing case.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -18,6 +19,7 @@ import torch
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 
 from dropcheck import strategies as dst
 from dropcheck.context import CheckContext, PropertyViolation, differs, first_index, require_tensor
@@ -384,55 +386,76 @@ def _large_examples(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase
 
 # Hypothesis spends about 1 ms drawing each example, several times what a check costs on its tiny
 # inputs: eleven searches of 25 examples were 0.3 s of a 0.4 s exact phase. So the inputs are drawn
-# once per run (per worker process) by one Hypothesis run that only draws, and each property is
-# checked on them in a check of its own (its own time limit and verdict). Only a property that fails
-# is searched again (`_shrink`): the same draws with its check in them, so that Hypothesis shrinks
-# what it failed on.
-_DRAWN: dict[tuple, list[tuple[dst.DropoutCase, dst.DropoutCase]]] = {}
+# once per run (per worker process) by Hypothesis runs that only draw, and each property is checked
+# on them in a check of its own (its own time limit and verdict). Only a property that fails is
+# searched again (`_shrink`): the same draw with its check in it, so that Hypothesis shrinks what it
+# failed on.
+_DRAWN: dict[tuple, list[Drawn]] = {}
 _DRAWN_KEPT = 8  # runs' draws kept per process (the pytest plugin checks one run's properties one by one)
 
 
-def _over_drawn_inputs(ctx: CheckContext, body: Callable[[tuple[dst.DropoutCase, dst.DropoutCase]], None]) -> None:
-    """Hypothesis' run over the run's `ctx.max_examples` (small input, big input) pairs, seeded from the
-    run's seed: a small input of any shape, dtype, layout and p, and a big one (`_big_case_strategy`)
-    for the BIG_CASE_PROPERTIES. Both are drawn whichever properties run, so that `--only ID` checks
-    ID on the inputs of the full run. Until `body` first raises, every run draws the same pairs, as long
-    as Hypothesis sees the same modules (it also draws constants it finds in their source)."""
-    small = dst.dropout_inputs(unit=ctx.contract.unit, spatial_rank=ctx.spatial_rank,
-                               ps=dst.drop_probabilities(tuple(ctx.ps)), device=ctx.device)
+@dataclasses.dataclass(frozen=True)
+class Drawn:
+    """What a drawn input is made from (its tensor is made again for each property, `_own_copy`)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    seed: int
+    layout: str
+    p: float
+    autograd: str
+
+    @classmethod
+    def of(cls, case: dst.DropoutCase) -> Drawn:
+        return cls(case.shape, case.x.dtype, case.seed, case.layout, case.p, case.autograd)
+
+
+def _draw(ctx: CheckContext, big: bool, body: Callable[[dst.DropoutCase], None]) -> None:
+    """Hypothesis' run over the run's `ctx.max_examples` small inputs (any shape, dtype, layout and
+    p) or big ones (`_big_case_strategy`, for the BIG_CASE_PROPERTIES), seeded from the run's seed.
+    Until `body` first raises, every run draws the same inputs, as long as Hypothesis sees the same
+    modules (it also draws constants it finds in their source)."""
+    strategy = _big_case_strategy(ctx) if big else dst.dropout_inputs(
+        unit=ctx.contract.unit, spatial_rank=ctx.spatial_rank, ps=dst.drop_probabilities(tuple(ctx.ps)),
+        device=ctx.device)
 
     @settings(max_examples=ctx.max_examples, deadline=None, database=None, verbosity=Verbosity.quiet,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False)
-    @hypothesis_seed(derive_seed(ctx.seed, "exact inputs", ctx.device))
-    @given(st.tuples(small, _big_case_strategy(ctx)))
-    def run(pair: tuple[dst.DropoutCase, dst.DropoutCase]) -> None:
-        body(pair)
+    @hypothesis_seed(derive_seed(ctx.seed, "exact inputs", "big" if big else "small", ctx.device))
+    @given(strategy)
+    def run(case: dst.DropoutCase) -> None:
+        body(case)
 
     with preserved_rngs():  # the checks reseed per example and restore nothing themselves
         run()
 
 
-def drawn_inputs(ctx: CheckContext) -> list[tuple[dst.DropoutCase, dst.DropoutCase]]:
-    """The run's drawn (small input, big input) pairs (`_over_drawn_inputs`), drawn once per process."""
-    key = (ctx.seed, ctx.device, ctx.contract.unit, ctx.spatial_rank, tuple(ctx.ps), ctx.max_examples)
+def drawn_inputs(ctx: CheckContext, big: bool) -> list[Drawn]:
+    """The run's drawn inputs (`_draw`), drawn once per process: the same whichever properties run,
+    so that `--only ID` checks ID on the inputs of the full run."""
+    # Per target too: Hypothesis also draws constants from the source of the modules loaded (the
+    # target's among them), so a target checked later in this process gets a draw of its own.
+    key = (big, ctx.target.spec, ctx.seed, ctx.device, ctx.contract.unit, ctx.spatial_rank, tuple(ctx.ps),
+           ctx.max_examples)
     if key not in _DRAWN:
-        pairs: list[tuple[dst.DropoutCase, dst.DropoutCase]] = []
-        _over_drawn_inputs(ctx, pairs.append)
+        drawn: list[Drawn] = []
+        _draw(ctx, big, lambda case: drawn.append(Drawn.of(case)))
         while len(_DRAWN) >= _DRAWN_KEPT:
             del _DRAWN[next(iter(_DRAWN))]
-        _DRAWN[key] = pairs
+        _DRAWN[key] = drawn
     return _DRAWN[key]
 
 
-def _own_copy(ctx: CheckContext, property_id: str, pair: tuple[dst.DropoutCase, dst.DropoutCase]) -> dst.DropoutCase:
-    """The input of a drawn pair that a property takes, remade for it alone: a check that writes into
-    its input (INPUT-UNTOUCHED's bug) must not change what the next property sees. Its p is clipped
-    into the property's P_RANGE."""
-    case = pair[1] if property_id in BIG_CASE_PROPERTIES else pair[0]
+def _own_copy(ctx: CheckContext, property_id: str, drawn: Drawn | dst.DropoutCase) -> dst.DropoutCase:
+    """A drawn input remade for one property: a check that writes into its input (INPUT-UNTOUCHED's
+    bug) must not change what the next property sees. Its p is clipped into the property's P_RANGE
+    (so p = 0, 1e-6, 0.999 and 1 are 0.05 or 0.95 for the properties that need masks to differ)."""
+    if isinstance(drawn, dst.DropoutCase):
+        drawn = Drawn.of(drawn)
     low, high = P_RANGE.get(property_id, (0.0, 1.0))
-    x = dst.make_input(case.shape, case.x.dtype, case.seed, case.layout, device=ctx.device)
-    return dst.DropoutCase(dst.with_autograd(x, case.autograd), min(max(case.p, low), high), case.seed, case.layout,
-                           case.autograd)
+    x = dst.make_input(drawn.shape, drawn.dtype, drawn.seed, drawn.layout, device=ctx.device)
+    return dst.DropoutCase(dst.with_autograd(x, drawn.autograd), min(max(drawn.p, low), high), drawn.seed,
+                           drawn.layout, drawn.autograd)
 
 
 def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
@@ -446,7 +469,8 @@ def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
         return verdict
     check = EXACT_CHECKS[property_id]
     large = _large_examples(ctx, property_id)
-    drawn = (_own_copy(ctx, property_id, pair) for pair in drawn_inputs(ctx))
+    big = property_id in BIG_CASE_PROPERTIES
+    drawn = (_own_copy(ctx, property_id, d) for d in drawn_inputs(ctx, big))
     examples, failed = 0, None
     with preserved_rngs():  # the checks reseed per example and restore nothing themselves
         for case in itertools.chain(large, drawn):
@@ -457,31 +481,34 @@ def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
                 failed = (case, e)
                 break
     if failed is not None and examples > len(large):
-        # Should the failure not come again (an implementation whose output depends on more than its
-        # input, p and seed), the input it failed on here is the one reported.
-        failed = _shrink(ctx, property_id) or failed
+        # Should the failure not come again, or not every time (an implementation whose output depends
+        # on more than its input, p and seed), the input it failed on here is the one reported.
+        failed = _shrink(ctx, property_id, big) or failed
     case, error = failed or (None, None)
     return _verdict(ctx, property_id, case, error, examples, time.perf_counter() - start)
 
 
-def _shrink(ctx: CheckContext, property_id: str) -> tuple[dst.DropoutCase | None, Exception] | None:
-    """The drawn inputs again, the property's check on each: Hypothesis comes to the same failing
-    input and shrinks it to a minimal one. (that input, the exception), or None if none failed."""
+def _shrink(ctx: CheckContext, property_id: str, big: bool) -> tuple[dst.DropoutCase, Exception] | None:
+    """The draw again, the property's check on each input: Hypothesis comes to the same failing
+    input and shrinks it to a minimal one. (That input, the exception), or None if no failure came
+    back, or came back only some of the times Hypothesis replayed it (its Flaky errors)."""
     check = EXACT_CHECKS[property_id]
     failing: list[dst.DropoutCase] = []
 
-    def body(pair: tuple[dst.DropoutCase, dst.DropoutCase]) -> None:
-        case = _own_copy(ctx, property_id, pair)
+    def body(case: dst.DropoutCase) -> None:
+        mine = _own_copy(ctx, property_id, case)
         try:
-            check(ctx, case)
+            check(ctx, mine)
         except Exception:
-            failing.append(case)  # Hypothesis replays the shrunk example last
+            failing.append(mine)  # Hypothesis replays the shrunk example last
             raise
 
     try:
-        _over_drawn_inputs(ctx, body)
+        _draw(ctx, big, body)
+    except Flaky:
+        return None
     except Exception as e:
-        return (failing[-1] if failing else None, e)
+        return (failing[-1], e) if failing else None
     return None
 
 

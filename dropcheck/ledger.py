@@ -35,12 +35,12 @@ class Profile:
 
     name: str
     rate_delta: float
-    # Inputs each exact property is checked on, besides its large examples. They are drawn once per run
+    # Inputs each exact property is checked on, besides its fixed ones. They are drawn once per run
     # and shared by the exact properties (dropcheck.exact), so twice what each property's own search
     # drew before (10 / 25 / 100): one input no longer gets eleven chances to show an input-specific
     # bug. Measured on a drop path that never drops a batch of one (SUPPORT-SCALE and GRAD-MASK see
-    # it), at `default` over seeds 1-20: caught in 16 runs with a search per property, 8 with 25
-    # shared inputs, 12 with 50.
+    # it), at `default` over seeds 1-20, before a fixed batch of one caught it every time: caught in
+    # 16 runs with a search per property, 8 with 25 shared inputs, 12 with 50.
     max_examples: int
     call_units: int  # units per call in the independence battery
     calls: int  # successive calls for INDEP-CALLS and EXPECTATION
