@@ -357,11 +357,11 @@ EXACT_CHECKS: dict[str, Check] = {
 LARGE_INPUT_PROPERTIES = frozenset({"EVAL-IDENTITY", "KEEPS-META", "GRAD-MASK", "INPUT-UNTOUCHED"})
 
 
-def _large_examples(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
-    """Besides the drawn inputs, always try fixed ones: two large float32 ones (~2048 units at p=0.5 and at a
-    run p in [0.05, 0.95], else 0.1): a bug that shows only on some mask draws (a backward with
-    its own mask) then shows with probability 1 - (p²+q²)^2048, i.e. always, instead of depending
-    on the draws. (At a run p of 1e-5 it would not, and two masks would often be the same, which
+def _fixed_inputs(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
+    """Besides the drawn inputs, always try fixed ones. First two large float32 ones (~2048 units at
+    p=0.5 and at a run p in [0.05, 0.95], else 0.1): a bug that shows only on some mask draws (a
+    backward with its own mask) then shows with probability 1 - (p²+q²)^2048, i.e. always, instead
+    of depending on the draws. (At a run p of 1e-5 it would not, and two masks would often be the same, which
     the checks that masks differ would take for a reused mask.)
 
     For the properties in LARGE_INPUT_PROPERTIES the first is 65536 units: an implementation that
@@ -446,12 +446,10 @@ def drawn_inputs(ctx: CheckContext, big: bool) -> list[Drawn]:
     return _DRAWN[key]
 
 
-def _own_copy(ctx: CheckContext, property_id: str, drawn: Drawn | dst.DropoutCase) -> dst.DropoutCase:
+def _own_copy(ctx: CheckContext, property_id: str, drawn: Drawn) -> dst.DropoutCase:
     """A drawn input remade for one property: a check that writes into its input (INPUT-UNTOUCHED's
     bug) must not change what the next property sees. Its p is clipped into the property's P_RANGE
     (so p = 0, 1e-6, 0.999 and 1 are 0.05 or 0.95 for the properties that need masks to differ)."""
-    if isinstance(drawn, dst.DropoutCase):
-        drawn = Drawn.of(drawn)
     low, high = P_RANGE.get(property_id, (0.0, 1.0))
     x = dst.make_input(drawn.shape, drawn.dtype, drawn.seed, drawn.layout, device=ctx.device)
     return dst.DropoutCase(dst.with_autograd(x, drawn.autograd), min(max(drawn.p, low), high), drawn.seed,
@@ -459,7 +457,7 @@ def _own_copy(ctx: CheckContext, property_id: str, drawn: Drawn | dst.DropoutCas
 
 
 def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
-    """Check one exact property on its fixed inputs (`_large_examples`), then on the run's drawn
+    """Check one exact property on its fixed inputs (`_fixed_inputs`), then on the run's drawn
     inputs, up to the first input it fails on, and return its verdict. A fixed input is reported as
     it is; a drawn input is shrunk first (`_shrink`)."""
     start = time.perf_counter()
@@ -468,19 +466,19 @@ def run_exact(ctx: CheckContext, property_id: str) -> Verdict:
         verdict.duration_s = time.perf_counter() - start
         return verdict
     check = EXACT_CHECKS[property_id]
-    large = _large_examples(ctx, property_id)
+    fixed = _fixed_inputs(ctx, property_id)
     big = property_id in BIG_CASE_PROPERTIES
     drawn = (_own_copy(ctx, property_id, d) for d in drawn_inputs(ctx, big))
     examples, failed = 0, None
     with preserved_rngs():  # the checks reseed per example and restore nothing themselves
-        for case in itertools.chain(large, drawn):
+        for case in itertools.chain(fixed, drawn):
             examples += 1
             try:
                 check(ctx, case)
             except Exception as e:
                 failed = (case, e)
                 break
-    if failed is not None and examples > len(large):
+    if failed is not None and examples > len(fixed):
         # Should the failure not come again, or not every time (an implementation whose output depends
         # on more than its input, p and seed), the input it failed on here is the one reported.
         failed = _shrink(ctx, property_id, big) or failed
@@ -496,7 +494,7 @@ def _shrink(ctx: CheckContext, property_id: str, big: bool) -> tuple[dst.Dropout
     failing: list[dst.DropoutCase] = []
 
     def body(case: dst.DropoutCase) -> None:
-        mine = _own_copy(ctx, property_id, case)
+        mine = _own_copy(ctx, property_id, Drawn.of(case))
         try:
             check(ctx, mine)
         except Exception:

@@ -1,5 +1,5 @@
 """The exact properties' inputs (dropcheck.exact): drawn once per run and shared by the properties,
-each property on its own copy. A failing large example is reported as it is; a failing drawn input
+each property on its own copy. A failing fixed input is reported as it is; a failing drawn input
 is shrunk (the draws run again with the property's check in them), and a failure that does not come
 again is still reported, on the drawn input.
 
@@ -77,7 +77,7 @@ def test_each_property_gets_its_own_copy_of_each_drawn_input():
 
 
 def eval_doubles_float64(x, p, training):
-    """Eval is x·2 for float64 inputs only: the large examples (float32) miss it, the draws do not."""
+    """Eval is x·2 for float64 inputs only: the fixed inputs (float32) miss it, the draws do not."""
     if not training:
         return x * 2 if x.dtype == torch.float64 else x
     return torch.nn.functional.dropout(x, p, True)
@@ -96,7 +96,7 @@ def eval_doubles_everything(x, p, training):
     return x * 2 if not training else torch.nn.functional.dropout(x, p, True)
 
 
-def test_a_failing_large_example_is_reported_as_it_is():
+def test_a_failing_fixed_input_is_reported_as_it_is():
     v = run_check(eval_doubles_everything, profile="quick", only=["EVAL-IDENTITY"]).verdicts[0]
     assert v.status is Status.FAIL and v.evidence["examples"] == 1, f"expected a FAIL on the first input: {v.summary}"
     assert "shape=(512, 128), dtype=float32" in v.evidence["failing_case"], v.evidence["failing_case"]  # 65536 units
