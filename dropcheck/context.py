@@ -31,6 +31,9 @@ class CheckContext:
     # The run's limits, for replay lines (guard.limit_options).
     timeout: float | None = DEFAULT_TIMEOUT_S
     memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB
+    # Every spatial rank the probe found the target to take cleanly (spatial_rank is the highest): the
+    # exact properties get a fixed input at each, since a rank can have a code path of its own.
+    clean_ranks: tuple[int, ...] = (1,)
 
     def replay(self, property_id: str, p: float | None = None) -> str:
         """The command that reproduces this verdict exactly. It names the run's whole p list and
@@ -47,12 +50,13 @@ class CheckContext:
                   f"--only {property_id}"]
         return " ".join(parts)
 
-    def unit_shape(self, n_units: int) -> tuple[int, ...]:
-        """An input shape holding about `n_units` drop units (elements, channels or samples)."""
+    def unit_shape(self, n_units: int, spatial_rank: int | None = None) -> tuple[int, ...]:
+        """An input shape holding about `n_units` drop units (elements, channels or samples); for
+        channels, of `spatial_rank` spatial dims (default: the run's)."""
         if self.contract.unit == "element":
             return (max(1, n_units // 128), 128)
         if self.contract.unit == "channel":
-            return (max(1, n_units // 64), 64, *([2] * self.spatial_rank))
+            return (max(1, n_units // 64), 64, *([2] * (spatial_rank or self.spatial_rank)))
         return (n_units, 2)
 
 

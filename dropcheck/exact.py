@@ -370,8 +370,11 @@ def _fixed_inputs(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
 
     Then a batch of one (one row of the 2048-unit input's shape; for drop path one sample) at p=0.5:
     a path of its own for single-sample batches (inference-style) is a bug the draws reach only
-    by chance. Not for the BIG_CASE_PROPERTIES, whose checks need many units (two masks of one unit
-    are often the same)."""
+    by chance. And for channel dropout, 2048 channels at p=0.5 at each other spatial rank the target
+    takes cleanly (ctx.clean_ranks): the draws have the run's rank only, and a rank can have a code
+    path of its own (channels dropped right for (N, C, H, W), elements for (N, C, L)). Neither for
+    the BIG_CASE_PROPERTIES, whose checks need many units (two masks of one unit are often the
+    same) and whose inputs have the run's rank."""
     fixed_p = {"P-ZERO": 0.0, "P-ONE": 1.0}.get(property_id)
     first_units = 65536 if property_id in LARGE_INPUT_PROPERTIES else 2048
     cases = []
@@ -381,6 +384,10 @@ def _fixed_inputs(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
     if property_id not in BIG_CASE_PROPERTIES:
         x = dst.make_input((1, *ctx.unit_shape(2048)[1:]), torch.float32, 2, device=ctx.device)
         cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else 0.5, 2, "contiguous"))
+        other_ranks = [r for r in ctx.clean_ranks if r != ctx.spatial_rank] if ctx.contract.unit == "channel" else []
+        for rank in other_ranks:
+            x = dst.make_input(ctx.unit_shape(2048, rank), torch.float32, 3 + rank, device=ctx.device)
+            cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else 0.5, 3 + rank, "contiguous"))
     return cases
 
 

@@ -134,12 +134,19 @@ class CheckResult:
 
 
 def probe_spatial_rank(target: DropoutTarget, device: str) -> int:
-    """For channel contracts: the number of spatial dims after (N, C) the target accepts cleanly.
+    """For channel contracts: the number of spatial dims after (N, C) the target accepts cleanly
+    (the highest of `probe_ranks`)."""
+    return max(probe_ranks(target, device))
+
+
+def probe_ranks(target: DropoutTarget, device: str) -> tuple[int, ...]:
+    """For channel contracts: the numbers of spatial dims after (N, C) the target accepts cleanly.
 
     Dropout1d takes (N, C, L), Dropout2d (N, C, H, W), Dropout3d (N, C, D, H, W); fewer dims warn,
     raise, or are read as an unbatched input (Dropout3d takes a 4-D input as (C, D, H, W)). So the
-    highest rank that runs in both modes without a warning wins; failing that, the highest that
-    runs at all; failing that, 1 (and the properties will report the errors).
+    ranks that run in both modes without a warning are the ones checked, the highest by every
+    property; failing that, the highest that runs at all; failing that, 1 (and the properties will
+    report the errors).
     """
     clean, noisy = [], []
     for rank in (1, 2, 3):
@@ -153,7 +160,7 @@ def probe_spatial_rank(target: DropoutTarget, device: str) -> int:
             except Exception:  # noqa: S112  (a rank the target rejects is simply not a candidate)
                 continue
         (noisy if caught else clean).append(rank)
-    return max(clean or noisy or [1])
+    return tuple(clean) or (max(noisy or [1]),)
 
 
 def check_only(property_ids: Sequence[str], contract: str) -> None:
@@ -276,11 +283,12 @@ def _mechanism(target: DropoutTarget, device: str) -> str:
     return guard.choose_mechanism(device)
 
 
-def _probe_into(ctx: CheckContext) -> int:
+def _probe_into(ctx: CheckContext) -> tuple[int, ...]:
     """The channel-rank probe calls the implementation too, so it runs under the same limits, as the
-    first check of the sequence: it sets the rank in the process that runs the checks after it."""
-    ctx.spatial_rank = probe_spatial_rank(ctx.target, ctx.device)
-    return ctx.spatial_rank
+    first check of the sequence: it sets the ranks in the process that runs the checks after it."""
+    ranks = probe_ranks(ctx.target, ctx.device)
+    ctx.spatial_rank, ctx.clean_ranks = max(ranks), ranks
+    return ranks
 
 
 def plan_ledger(contract: str, ps: Sequence[float], runnable_devices: Sequence[str], profile: str) -> Ledger:
@@ -335,7 +343,8 @@ def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, An
         if property_id is None:
             # Here too, so that a worker forked after a failure inherits it. If the probe hung or
             # crashed, rank 1 is assumed and the properties report the problem themselves.
-            ctx.spatial_rank = outcome.value if outcome.status == "ok" else 1
+            ranks = outcome.value if outcome.status == "ok" else (1,)
+            ctx.spatial_rank, ctx.clean_ranks = max(ranks), ranks
         else:
             emit(_verdict(ctx, property_id, p, outcome, limits))
 

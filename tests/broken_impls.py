@@ -374,10 +374,21 @@ def batch_of_one_never_dropped(x, p, training):
     return x * keep.to(x.dtype) * _scale(p)
 
 
+def channel_dropout_elementwise_on_3d(x, p, training):
+    """Channel dropout, right for (N, C, H, W) and (N, C, D, H, W), that drops single elements of an
+    (N, C, L) input (MASK-UNIT: the probe picks the highest rank, so only a fixed input at the
+    other ranks the target takes shows it)."""
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    mask_shape = x.shape if x.dim() == 3 else (*x.shape[:2], *([1] * (x.dim() - 2)))
+    return x * (torch.rand(mask_shape, device=x.device) >= p).to(x.dtype) * _scale(p)
+
+
 BROKEN: dict[str, list[tuple[object, str]]] = {
     "EVAL-IDENTITY": [(scale_in_eval_too, "inverted"), (active_in_eval, "inverted"), (eval_drops_large_inputs, "inverted")],
     "SUPPORT-SCALE": [(no_scaling, "inverted"), (batch_of_one_never_dropped, "droppath")],
-    "MASK-UNIT": [(elementwise_under_channel, "channel")],
+    "MASK-UNIT": [(elementwise_under_channel, "channel"), (channel_dropout_elementwise_on_3d, "channel")],
     "P-ZERO": [(p_zero_not_identity, "inverted"), (keep_drop_swapped, "inverted")],
     "P-ONE": [(p_one_gives_nan, "inverted")],
     "P-INVALID": [(no_p_validation, "inverted")],
