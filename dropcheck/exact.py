@@ -122,25 +122,30 @@ def mask_unit(ctx: CheckContext, case: dst.DropoutCase) -> None:
         )
 
 
+# P-ZERO and P-ONE build with p = 0.0 and 1.0, or with the int 0 or 1 where the input carries it (one
+# of their fixed inputs, `_fixed_inputs`): `nn.Dropout(1)` is valid, and an int p read as a percentage
+# is a bug of its own.
 def p_zero(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
+    p = case.p if case.p == 0 else 0.0
     reseed(case.seed)
-    y = require_tensor(ctx.target.build(0.0, ctx.device).train(x), x, "train call with p=0")
+    y = require_tensor(ctx.target.build(p, ctx.device).train(x), x, f"train call with p={p!r}")
     if not torch.equal(y, x):
         idx = first_index(y.double() != x.double())
         raise PropertyViolation(
-            f"p=0 train output differs from the input at {idx}: got {_describe_at(y, idx)}, expected {_describe_at(x, idx)}"
+            f"p={p!r} train output differs from the input at {idx}: got {_describe_at(y, idx)}, expected {_describe_at(x, idx)}"
         )
 
 
 def p_one(ctx: CheckContext, case: dst.DropoutCase) -> None:
     x = case.x
+    p = case.p if case.p == 1 else 1.0
     reseed(case.seed)
-    y = require_tensor(ctx.target.build(1.0, ctx.device).train(x), x, "train call with p=1")
+    y = require_tensor(ctx.target.build(p, ctx.device).train(x), x, f"train call with p={p!r}")
     bad = ~torch.isfinite(y) | (y != 0)
     if bad.any():
         idx = first_index(bad)
-        raise PropertyViolation(f"p=1 train output at {idx} is {_describe_at(y, idx)}, expected 0 (no NaN/Inf)")
+        raise PropertyViolation(f"p={p!r} train output at {idx} is {_describe_at(y, idx)}, expected 0 (no NaN/Inf)")
 
 
 def keeps_meta(ctx: CheckContext, case: dst.DropoutCase) -> None:
@@ -370,7 +375,7 @@ def _fixed_inputs(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
 
     Then a batch of one (one row of the 2048-unit input's shape; for drop path one sample) at p=0.5:
     a path of its own for single-sample batches (inference-style) is a bug the draws reach only
-    by chance. And for channel dropout, 2048 channels at p=0.5 at each other spatial rank the target
+    by chance (for P-ZERO and P-ONE with p the int 0 or 1, as in `nn.Dropout(1)`). And for channel dropout, 2048 channels at p=0.5 at each other spatial rank the target
     takes cleanly (ctx.clean_ranks): the draws have the run's rank only, and a rank can have a code
     path of its own (channels dropped right for (N, C, H, W), elements for (N, C, L)). Neither for
     the BIG_CASE_PROPERTIES, whose checks need many units (two masks of one unit are often the
@@ -383,7 +388,7 @@ def _fixed_inputs(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
         cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else p, k, "contiguous"))
     if property_id not in BIG_CASE_PROPERTIES:
         x = dst.make_input((1, *ctx.unit_shape(2048)[1:]), torch.float32, 2, device=ctx.device)
-        cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else 0.5, 2, "contiguous"))
+        cases.append(dst.DropoutCase(x, int(fixed_p) if fixed_p is not None else 0.5, 2, "contiguous"))
         other_ranks = [r for r in ctx.clean_ranks if r != ctx.spatial_rank] if ctx.contract.unit == "channel" else []
         for rank in other_ranks:
             x = dst.make_input(ctx.unit_shape(2048, rank), torch.float32, 3 + rank, device=ctx.device)

@@ -385,12 +385,22 @@ def channel_dropout_elementwise_on_3d(x, p, training):
     return x * (torch.rand(mask_shape, device=x.device) >= p).to(x.dtype) * _scale(p)
 
 
+def int_p_as_percent(x, p, training):
+    """Reads an int p as a percentage, so `nn.Dropout(1)` drops 1% (P-ONE)."""
+    if isinstance(p, int) and not isinstance(p, bool):
+        p = p / 100
+    _validated(p)
+    if (y := _deterministic(x, p, training)) is not None:
+        return y
+    return x * _keep(x, p).to(x.dtype) * _scale(p)
+
+
 BROKEN: dict[str, list[tuple[object, str]]] = {
     "EVAL-IDENTITY": [(scale_in_eval_too, "inverted"), (active_in_eval, "inverted"), (eval_drops_large_inputs, "inverted")],
     "SUPPORT-SCALE": [(no_scaling, "inverted"), (batch_of_one_never_dropped, "droppath")],
     "MASK-UNIT": [(elementwise_under_channel, "channel"), (channel_dropout_elementwise_on_3d, "channel")],
     "P-ZERO": [(p_zero_not_identity, "inverted"), (keep_drop_swapped, "inverted")],
-    "P-ONE": [(p_one_gives_nan, "inverted")],
+    "P-ONE": [(p_one_gives_nan, "inverted"), (int_p_as_percent, "inverted")],
     "P-INVALID": [(no_p_validation, "inverted")],
     "KEEPS-META": [(upcasts_dtype, "inverted")],
     "INPUT-UNTOUCHED": [(in_place, "inverted"), (in_place_on_large_inputs, "inverted")],
