@@ -35,6 +35,10 @@ class CheckContext:
     # exact properties get a fixed input at each, since a rank can have a code path of its own.
     clean_ranks: tuple[int, ...] = (1,)
 
+    def set_ranks(self, ranks: tuple[int, ...]) -> None:
+        """The channel probe's ranks (runner.probe_ranks): checked at each, drawn at the highest."""
+        self.spatial_rank, self.clean_ranks = max(ranks), ranks
+
     def replay(self, property_id: str, p: float | None = None) -> str:
         """The command that reproduces this verdict exactly. It names the run's whole p list and
         profile, not just this p: the alpha shares, the sample sizes and the seeds (derived from

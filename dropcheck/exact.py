@@ -389,8 +389,7 @@ def _fixed_inputs(ctx: CheckContext, property_id: str) -> list[dst.DropoutCase]:
     if property_id not in BIG_CASE_PROPERTIES:
         x = dst.make_input((1, *ctx.unit_shape(2048)[1:]), torch.float32, 2, device=ctx.device)
         cases.append(dst.DropoutCase(x, int(fixed_p) if fixed_p is not None else 0.5, 2, "contiguous"))
-        other_ranks = [r for r in ctx.clean_ranks if r != ctx.spatial_rank] if ctx.contract.unit == "channel" else []
-        for rank in other_ranks:
+        for rank in (r for r in ctx.clean_ranks if r != ctx.spatial_rank):  # only the channel probe sets more than one
             x = dst.make_input(ctx.unit_shape(2048, rank), torch.float32, 3 + rank, device=ctx.device)
             cases.append(dst.DropoutCase(x, fixed_p if fixed_p is not None else 0.5, 3 + rank, "contiguous"))
     return cases

@@ -133,12 +133,6 @@ class CheckResult:
         }
 
 
-def probe_spatial_rank(target: DropoutTarget, device: str) -> int:
-    """For channel contracts: the number of spatial dims after (N, C) the target accepts cleanly
-    (the highest of `probe_ranks`)."""
-    return max(probe_ranks(target, device))
-
-
 def probe_ranks(target: DropoutTarget, device: str) -> tuple[int, ...]:
     """For channel contracts: the numbers of spatial dims after (N, C) the target accepts cleanly.
 
@@ -287,7 +281,7 @@ def _probe_into(ctx: CheckContext) -> tuple[int, ...]:
     """The channel-rank probe calls the implementation too, so it runs under the same limits, as the
     first check of the sequence: it sets the ranks in the process that runs the checks after it."""
     ranks = probe_ranks(ctx.target, ctx.device)
-    ctx.spatial_rank, ctx.clean_ranks = max(ranks), ranks
+    ctx.set_ranks(ranks)
     return ranks
 
 
@@ -343,8 +337,7 @@ def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, An
         if property_id is None:
             # Here too, so that a worker forked after a failure inherits it. If the probe hung or
             # crashed, rank 1 is assumed and the properties report the problem themselves.
-            ranks = outcome.value if outcome.status == "ok" else (1,)
-            ctx.spatial_rank, ctx.clean_ranks = max(ranks), ranks
+            ctx.set_ranks(outcome.value if outcome.status == "ok" else (1,))
         else:
             emit(_verdict(ctx, property_id, p, outcome, limits))
 
