@@ -72,12 +72,14 @@ def run_lanes(
     on_outcome: Callable[[int, guard.Outcome], None] | None = None,
     fresh_worker_after: Callable[[Any], bool] | None = None,
     parallel: bool | None = None,
+    hangs: guard.HangStreak | None = None,
 ) -> list[guard.Outcome]:
     """Run `checks`, check i in lane `lane_of[i]`, the lanes side by side (module docstring), each
     lane's checks in their order; one outcome per check. `on_outcome(i, outcome)` is called in this
     thread in the order of `checks`, whatever the lanes. Lanes' workers are forked in the order of
     their numbers: make lane 0 the one that takes longest. `parallel` forces one way or the other
-    (None: `side_by_side`).
+    (None: `side_by_side`). `hangs`, shared by the lanes, counts their timeouts in a row
+    (`guard.run_sequence`).
 
     >>> [o.value for o in run_lanes([lambda: 1, lambda: 2, lambda: 3], [0, 1, 0], timeout=5)]
     [1, 2, 3]
@@ -92,7 +94,7 @@ def run_lanes(
     # Python code, and the checks seed torch's one global generator.
     parallel = parallel and mechanism == "fork"
     common = {"device": device, "memory_limit_mb": memory_limit_mb, "mechanism": mechanism,
-                  "fresh_worker_after": fresh_worker_after}
+              "fresh_worker_after": fresh_worker_after, "hangs": hangs}
     outcomes: list[guard.Outcome] = []
 
     def deliver(index: int, outcome: guard.Outcome) -> None:

@@ -56,6 +56,10 @@ class Settings:
     decode_target: str | None
     values: dict[str, Any]  # option name -> parsed value
     raw: dict[str, str | None]  # option name -> the text given (or the default), for the replay line
+    # The timeouts in a row of this process's slices (guard.HangStreak): once the implementation
+    # has hung in 3 slices in a row, the later ones are not run (INCONCLUSIVE at once, as in one
+    # `dropcheck check` run) instead of each waiting out its own limit.
+    hangs: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -92,7 +96,9 @@ def pytest_configure(config: pytest.Config) -> None:
         except ValueError as e:
             raise pytest.UsageError(str(e).replace(f"--{opt.name}:", f"--{PREFIX}{opt.name}:")) from None
         raw[opt.name] = text
-    settings = Settings(target, decode_target, values, raw)
+    from dropcheck.guard import HangStreak
+
+    settings = Settings(target, decode_target, values, raw, HangStreak())
     _resolve(settings)  # a TARGET that does not import is a usage error, before any test runs
     config.pluginmanager.register(DropcheckRun(settings), "dropcheck-run")
 
@@ -209,7 +215,8 @@ def run_slice(settings: Settings, s: Slice) -> Any:
 
         result = run_check(settings.target, contract=settings["contract"], ps=settings["p"],
                            device=settings["device"], seed=settings["seed"], profile=settings["profile"],
-                           only=settings["only"], dtype=settings["dtype"], select=select, **limits(settings))
+                           only=settings["only"], dtype=settings["dtype"], select=select,
+                           hangs=settings.hangs, **limits(settings))
         if getattr(result, "interrupted", False):
             raise KeyboardInterrupt  # the runner caught Ctrl-C; pytest must see it to stop the session
         verdicts = result.verdicts

@@ -42,6 +42,14 @@ class NoScaling(GoodDropout):
         if self.p == 1:
             return torch.zeros_like(x)
         return x * (torch.rand_like(x, dtype=torch.float32) >= self.p).to(x.dtype)
+
+
+class HangsInTrain(GoodDropout):
+    def forward(self, x):
+        if self.training:
+            import time
+            time.sleep(3600)
+        return x
 '''
 QUICK = ["--dropcheck-profile=quick", "--dropcheck-p=0.5", "-p", "no:cacheprovider"]
 
@@ -108,6 +116,19 @@ def test_a_correct_layer_passes_and_the_json_report_is_written(project):
     api = dropcheck.check("userdrop:GoodDropout", profile="quick", ps=[0.5], only="P-ZERO,DROP-RATE").to_dict()
     stats = lambda d: [(t["name"], t["pvalue"], t["alpha"]) for v in d["verdicts"] for t in v["tests"]]
     assert stats(data) == stats(api) and stats(api), (stats(data), stats(api))
+
+
+def test_after_three_hung_tests_the_rest_are_not_run(project):
+    """One slice per test, each its own run: the count of timeouts in a row is the session's, so an
+    implementation that hangs on every call costs three time limits, not one per test."""
+    result = project.runpytest("--dropcheck-target=userdrop:HangsInTrain", "--dropcheck-timeout=1",
+                               "--dropcheck-only=SUPPORT-SCALE,P-ZERO,GRAD-MASK,SEED-REPLAY,DROP-RATE", *QUICK)
+    out = result.stdout.str()
+    result.assert_outcomes(passed=1, failed=5)  # the user's own test passes
+    assert out.count("did not finish within the 1 s limit") == 3, out
+    assert out.count("not run: the last 3 checks to end before it all ran out of time") == 2, out
+    assert "replay: dropcheck check userdrop:HangsInTrain" in out, out
+    assert float(out.rsplit(" in ", 1)[1].split("s")[0]) < 15, out
 
 
 def test_k_selects_by_property_id(project):
