@@ -301,7 +301,12 @@ class DropcheckSuite(pytest.Collector):
         self.settings = settings
 
     def collect(self) -> list[pytest.Item]:
-        return [DropcheckItem.from_parent(self, name=s.name, slice=s, settings=self.settings) for s in plan(self.settings)]
+        # The node ID given as text, as pytest writes it to its cache: derived from the parent, the
+        # "[cpu]" of a name would stay part of the name, where pytest 9 reads it back from the
+        # cache as parameters; the two would never match, and --lf / --ff would not find the
+        # failed tests.
+        return [DropcheckItem.from_parent(self, name=s.name, nodeid=f"{self.nodeid}::{s.name}", slice=s,
+                                          settings=self.settings) for s in plan(self.settings)]
 
 
 def write_reports(settings: Settings, slices: list[Slice], verdicts: dict[str, dict[str, Any]]) -> list[Path]:

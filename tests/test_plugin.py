@@ -131,6 +131,16 @@ def test_after_three_hung_tests_the_rest_are_not_run(project):
     assert float(out.rsplit(" in ", 1)[1].split("s")[0]) < 15, out
 
 
+def test_lf_reruns_only_the_failed_property(project):
+    """pytest's cache keys a test by its node ID: --lf must find the dropcheck tests in it again."""
+    args = ["--dropcheck-target=userdrop:NoScaling", "--dropcheck-only=EVAL-IDENTITY,SUPPORT-SCALE,DROP-RATE",
+            "--dropcheck-profile=quick", "--dropcheck-p=0.5"]
+    project.runpytest(*args).assert_outcomes(passed=3, failed=1)
+    again = project.runpytest(*args, "--lf")
+    again.assert_outcomes(failed=1, deselected=3)
+    again.stdout.fnmatch_lines(["*FAILED dropcheck::SUPPORT-SCALE[[]cpu[]]*"])
+
+
 def test_k_selects_by_property_id(project):
     result = project.runpytest("--dropcheck-target=userdrop:GoodDropout", "-k", "P-ZERO or P-ONE", *QUICK)
     result.assert_outcomes(passed=2, deselected=18)  # 11 exact + 8 statistical + the user's test
