@@ -676,7 +676,8 @@ def describe_unfinished(outcome: Outcome, timeout: float | None, culprit: str) -
     if outcome.status == "not-run":
         evidence["not_run"] = outcome.message
         limit = f" (--timeout {timeout:g} s)" if timeout else ""
-        return False, f"not run: {outcome.message}{limit}; {culprit} seems to hang on every call", evidence
+        return False, (f"not run: {outcome.message}{limit}, so {culprit} hangs on every call or is too slow for "
+                       "the limit; replay it alone, or with a larger --timeout"), evidence
     if outcome.status == "timeout":
         evidence["timeout_s"] = timeout
         return True, f"did not finish within the {timeout:g} s limit (--timeout): {culprit} hangs or is too slow", evidence
