@@ -47,12 +47,6 @@ How, and why this way (issue "Hostile inputs"):
   the main thread there is no way to interrupt, so no limit applies.
 - Under every mechanism a result that arrives after the limit is not trusted: it is a timeout,
   never a pass. Ctrl-C stops the worker and is re-raised; the outcomes reported so far stand.
-- An implementation that hangs on every call would make each check wait out its whole limit: one
-  that hangs in train mode gave 32 timeouts, 16 minutes at the default 60 s over two lanes, to say
-  32 times what its first timeouts said. So a run counts its timeouts in a row (`HangStreak`, shared by its
-  lanes): after `HANG_STREAK` of them, with no check ending otherwise in between, it starts no more
-  checks, and each one left gets the outcome "not-run". An implementation that hangs on some
-  properties only (eval mode, say) never trips it while its other checks keep ending.
 """
 from __future__ import annotations
 
@@ -81,7 +75,6 @@ _CHILD_FAILED = 70  # exit code of a child that could not even report (EX_SOFTWA
 _REPORT_HEADROOM_MB = 64  # after a check, the worker may grow this much to send its result back
 _MAX_MESSAGE = 1 << 31  # a frame longer than this is garbage (the implementation wrote into the pipe)
 REAPER_THREAD_NAME = "dropcheck-reaper"  # see _reap_in_background
-HANG_STREAK = 3  # timeouts in a row after which a run starts no more checks (module docstring)
 
 # Lanes (dropcheck.lanes) fork workers from several threads. Between one thread's os.pipe() and the
 # close of its write end after the fork, a fork by another thread would hand that write end to a
@@ -118,7 +111,7 @@ class Outcome:
     `status` is "ok" (`value` holds the result), "timeout", "raised" (an exception escaped the
     call: `message` names it, `detail` holds the traceback), "crashed" (the child process died
     or exited without a result: `message` says how) or "not-run" (never started: the checks
-    before it timed out, `HangStreak`).
+    before it timed out, dropcheck.hangs).
     """
 
     status: str
@@ -127,31 +120,6 @@ class Outcome:
     detail: str = ""
     elapsed: float = 0.0
     mechanism: str = "none"
-
-
-class HangStreak:
-    """The timeouts in a row of one run, in the order their outcomes arrive from any of its lanes
-    (module docstring). A check that ends any other way resets the count; one not run leaves it."""
-
-    def __init__(self, limit: int = HANG_STREAK):
-        self.limit = limit
-        self._count = 0
-        self._lock = threading.Lock()  # each lane's thread records its own outcomes
-
-    def record(self, outcome: Outcome) -> None:
-        with self._lock:
-            if outcome.status == "timeout":
-                self._count += 1
-            elif outcome.status != "not-run":
-                self._count = 0
-
-    @property
-    def tripped(self) -> bool:
-        return self._count >= self.limit
-
-    def not_run(self, mechanism: str) -> Outcome:
-        return Outcome("not-run", message=f"the last {self.limit} checks to end before it all ran out of time",
-                       mechanism=mechanism)
 
 
 def choose_mechanism(device: str = "cpu") -> str:
@@ -206,7 +174,6 @@ def run_sequence(
     on_outcome: Callable[[int, Outcome], None] | None = None,
     fresh_worker_after: Callable[[Any], bool] | None = None,
     stop: threading.Event | None = None,
-    hangs: HangStreak | None = None,
 ) -> list[Outcome]:
     """Call each of `checks` in order, each under the limits of `run_limited`; one outcome per check.
 
@@ -218,9 +185,7 @@ def run_sequence(
     say: whatever filled the memory may still hold it). Ctrl-C (or a KeyboardInterrupt raised by a
     check) stops the worker and is re-raised; the outcomes delivered so far are all there is.
     `stop`, set from another thread (dropcheck.lanes), does the same but raises `Stopped`. A check
-    that returns `SEQUENCE_END` ends the sequence there, with no outcome for itself. `hangs` counts
-    the run's timeouts in a row: once it trips, no more checks start, and each one left gets the
-    outcome "not-run" (a worker already running goes on: one is only forked after a timeout).
+    that returns `SEQUENCE_END` ends the sequence there, with no outcome for itself.
 
     >>> [o.value for o in run_sequence([lambda: 1, lambda: 2], timeout=5)]
     [1, 2]
@@ -230,31 +195,19 @@ def run_sequence(
     outcomes: list[Outcome] = []
 
     def deliver(outcome: Outcome) -> None:
-        if hangs is not None:
-            hangs.record(outcome)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(len(outcomes) - 1, outcome)
 
-    def hung_so_far(position: int) -> bool:
-        """Whether the run has tripped `hangs`: then each check from `position` on is not run."""
-        if hangs is None or not hangs.tripped:
-            return False
-        for _ in range(position, len(checks)):
-            deliver(hangs.not_run(mechanism))
-        return True
-
     if mechanism == "fork":
         position = 0
-        while position < len(checks) and not hung_so_far(position):
+        while position < len(checks):
             position = _run_worker(checks, position, timeout, memory_limit_mb or None, device == "cpu",
                                    fresh_worker_after, deliver, stop)
     else:
-        for position, fn in enumerate(checks):
+        for fn in checks:
             if stop is not None and stop.is_set():
                 raise Stopped
-            if hung_so_far(position):
-                break
             outcome = _run_in_process(fn, timeout, mechanism)
             if outcome.status == "ok" and outcome.value is SEQUENCE_END:
                 break
@@ -673,11 +626,11 @@ def describe_unfinished(outcome: Outcome, timeout: float | None, culprit: str) -
     (timed out?, summary, evidence). `culprit` names what hung ("the implementation", "the model").
     The summary holds no measured time, so that two runs' reports stay identical."""
     evidence: dict[str, Any] = {"isolation": outcome.mechanism}
-    if outcome.status == "not-run":
+    if outcome.status == "not-run":  # dropcheck.hangs
         evidence["not_run"] = outcome.message
         limit = f" (--timeout {timeout:g} s)" if timeout else ""
-        return False, (f"not run: {outcome.message}{limit}, so {culprit} hangs on every call or is too slow for "
-                       "the limit; replay it alone, or with a larger --timeout"), evidence
+        return False, (f"not run: {outcome.message}{limit}: {culprit} hangs or is too slow for the limit; "
+                       "replay it alone, or with a larger --timeout"), evidence
     if outcome.status == "timeout":
         evidence["timeout_s"] = timeout
         return True, f"did not finish within the {timeout:g} s limit (--timeout): {culprit} hangs or is too slow", evidence

@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dropcheck import guard
+from dropcheck.hangs import NOT_RUN, HangStreak
 
 _JOIN_S = 10.0  # a stopped lane kills its worker within guard._POLL_S; this only bounds a bug
 
@@ -72,20 +73,36 @@ def run_lanes(
     on_outcome: Callable[[int, guard.Outcome], None] | None = None,
     fresh_worker_after: Callable[[Any], bool] | None = None,
     parallel: bool | None = None,
-    hangs: guard.HangStreak | None = None,
+    hangs: HangStreak | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> list[guard.Outcome]:
     """Run `checks`, check i in lane `lane_of[i]`, the lanes side by side (module docstring), each
     lane's checks in their order; one outcome per check. `on_outcome(i, outcome)` is called in this
     thread in the order of `checks`, whatever the lanes. Lanes' workers are forked in the order of
     their numbers: make lane 0 the one that takes longest. `parallel` forces one way or the other
-    (None: `side_by_side`). `hangs`, shared by the lanes, counts their timeouts in a row
-    (`guard.run_sequence`).
+    (None: `side_by_side`). `hangs` counts the timeouts in a row of the checks with a group in
+    `groups` (None: all, in one group; a group of None: not counted), as they arrive from any lane;
+    once it trips, those not yet started of a group that timed out are not run (outcome "not-run",
+    dropcheck.hangs).
 
     >>> [o.value for o in run_lanes([lambda: 1, lambda: 2, lambda: 3], [0, 1, 0], timeout=5)]
     [1, 2, 3]
     """
     if len(lane_of) != len(checks):
         raise ValueError(f"{len(checks)} checks but {len(lane_of)} lane numbers")
+    groups = [0] * len(checks) if groups is None else list(groups)
+    if hangs is not None:
+        checks = [check if group is None else hangs.guarded(check, group) for check, group in zip(checks, groups)]
+
+    def settle(index: int, outcome: guard.Outcome) -> guard.Outcome:
+        """A check's outcome as it arrives (in its lane's thread): counted, and NOT_RUN made "not-run"."""
+        if hangs is None or groups[index] is None:
+            return outcome
+        if outcome.status == "ok" and outcome.value is NOT_RUN:
+            outcome = guard.Outcome("not-run", message=hangs.why, mechanism=outcome.mechanism)
+        hangs.record(outcome.status, groups[index])
+        return outcome
+
     mechanism = mechanism or guard.choose_mechanism(device)
     members = {lane: [i for i, of in enumerate(lane_of) if of == lane] for lane in sorted(set(lane_of))}
     if parallel is None:
@@ -94,7 +111,7 @@ def run_lanes(
     # Python code, and the checks seed torch's one global generator.
     parallel = parallel and mechanism == "fork"
     common = {"device": device, "memory_limit_mb": memory_limit_mb, "mechanism": mechanism,
-              "fresh_worker_after": fresh_worker_after, "hangs": hangs}
+              "fresh_worker_after": fresh_worker_after}
     outcomes: list[guard.Outcome] = []
 
     def deliver(index: int, outcome: guard.Outcome) -> None:
@@ -103,7 +120,7 @@ def run_lanes(
             on_outcome(index, outcome)
 
     if not parallel:  # one sequence, in the checks' order
-        guard.run_sequence(checks, timeout, on_outcome=deliver, **common)
+        guard.run_sequence(checks, timeout, on_outcome=lambda i, o: deliver(i, settle(i, o)), **common)
         return outcomes
 
     inbox: queue.Queue = queue.Queue()
@@ -121,7 +138,7 @@ def run_lanes(
         def arrived(j: int, outcome: guard.Outcome) -> None:
             index = mine[j] if j < len(mine) else pool.taken(lane, j - len(mine)) if pool else None
             if index is not None:  # None: a slot whose worker died before it took a check
-                inbox.put((lane, index, outcome))
+                inbox.put((lane, index, settle(index, outcome)))
 
         try:
             guard.run_sequence([checks[i] for i in mine] + (pool.slots(lane, checks) if pool else []), timeout,
@@ -155,8 +172,8 @@ def run_lanes(
         # A shared check taken by a worker that died before noting it (a thread the implementation
         # left running can end the worker at any moment) has no outcome: it runs now, alone.
         lost = [i for i in in_order.missing(len(checks)) if i in shared]
-        guard.run_sequence([checks[i] for i in lost], timeout, on_outcome=lambda j, o: in_order.add(lost[j], o),
-                           **common)
+        guard.run_sequence([checks[i] for i in lost], timeout,
+                           on_outcome=lambda j, o: in_order.add(lost[j], settle(lost[j], o)), **common)
     except BaseException:
         stop.set()
         for t in threads:

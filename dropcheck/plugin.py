@@ -56,10 +56,10 @@ class Settings:
     decode_target: str | None
     values: dict[str, Any]  # option name -> parsed value
     raw: dict[str, str | None]  # option name -> the text given (or the default), for the replay line
-    # The timeouts in a row of this process's slices (guard.HangStreak): once the implementation
-    # has hung in 3 slices in a row, the later ones are not run (INCONCLUSIVE at once, as in one
+    # Per device, the timeouts in a row of this process's statistical slices (dropcheck.hangs): once
+    # 3 in a row have timed out, the later ones are not run (INCONCLUSIVE at once, as in one
     # `dropcheck check` run) instead of each waiting out its own limit.
-    hangs: Any = dataclasses.field(default=None, compare=False, repr=False)
+    hangs: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -96,9 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except ValueError as e:
             raise pytest.UsageError(str(e).replace(f"--{opt.name}:", f"--{PREFIX}{opt.name}:")) from None
         raw[opt.name] = text
-    from dropcheck.guard import HangStreak
-
-    settings = Settings(target, decode_target, values, raw, HangStreak())
+    settings = Settings(target, decode_target, values, raw)
     _resolve(settings)  # a TARGET that does not import is a usage error, before any test runs
     config.pluginmanager.register(DropcheckRun(settings), "dropcheck-run")
 

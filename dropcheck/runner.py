@@ -22,6 +22,7 @@ from dropcheck.context import CheckContext
 from dropcheck.contracts import get_contract
 from dropcheck.defaults import DEFAULT_PS, DEFAULT_SEED
 from dropcheck.exact import run_exact
+from dropcheck.hangs import HangStreak
 from dropcheck.lanes import run_lanes, side_by_side
 from dropcheck.ledger import Ledger, get_profile
 from dropcheck.seeding import seeded
@@ -180,7 +181,7 @@ def run_check(
     select: Callable[[str, float | None, str], bool] | None = None,
     timeout: float | None = guard.DEFAULT_TIMEOUT_S,
     memory_limit_mb: int | None = guard.DEFAULT_MEMORY_LIMIT_MB,
-    hangs: guard.HangStreak | None = None,
+    hangs: dict[str, HangStreak] | None = None,
 ) -> CheckResult:
     """Check a dropout TARGET against a contract and return every verdict.
 
@@ -193,9 +194,11 @@ def run_check(
 
     Each property check runs under `timeout` seconds and `memory_limit_mb` (None or 0: no limit;
     see `dropcheck.guard`): one that hangs, crashes or runs out of memory gets a TIMEOUT or ERROR
-    verdict and the run goes on. Once `guard.HANG_STREAK` checks in a row have timed out, the
-    implementation seems to hang on every call: the checks not yet started are not run, and are
-    INCONCLUSIVE. `hangs` carries that count across calls (the plugin runs one slice per call).
+    verdict and the run goes on. Once 3 statistical samples in a row have timed out on a device,
+    the samples not yet started there of a property that timed out are not run, and are
+    INCONCLUSIVE (dropcheck.hangs).
+    `hangs` (device -> HangStreak) carries those counts across calls (the plugin runs one slice
+    per call).
     Ctrl-C stops the run and returns the verdicts gathered so far, with `interrupted` set.
     """
     keep = select or (lambda pid, p, dev: True)
@@ -224,8 +227,7 @@ def run_check(
     limits: dict[str, Any] = {"timeout_s": timeout or None, "memory_limit_mb": memory_limit_mb or None,
                               "isolation": {}, "lanes": {}}
     interrupted = False
-    if hangs is None:
-        hangs = guard.HangStreak()  # one for the whole run: its devices too, and the probe
+    hangs = {} if hangs is None else hangs  # one count per device: a slow CPU path says nothing of CUDA
     try:
         for dev in devices:
             slots = [(pid, p) for pid, p, d in plan if d == dev]
@@ -246,8 +248,8 @@ def run_check(
             limits["lanes"][dev] = "side by side" if parallel else "one after the other"
             try:
                 if con.unit == "channel" and planned:
-                    _run_limited(ctx, [(None, None, functools.partial(_probe_into, ctx))], limits, emit, hangs)
-                _run_limited(ctx, planned, limits, emit, hangs, parallel)
+                    _run_limited(ctx, [(None, None, functools.partial(_probe_into, ctx))], limits, emit)
+                _run_limited(ctx, planned, limits, emit, parallel, hangs.setdefault(dev, HangStreak()))
             finally:  # also when interrupted: the probe's result is known here as soon as it ran
                 spatial_rank = ctx.spatial_rank if con.unit == "channel" else None
     except KeyboardInterrupt:  # Ctrl-C: stop, and keep every verdict gathered so far
@@ -331,12 +333,13 @@ def lane_of(property_id: str | None, p: float | None) -> int:
 
 
 def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, Any],
-                 emit: Callable[[Verdict], None], hangs: guard.HangStreak, parallel: bool = False) -> None:
+                 emit: Callable[[Verdict], None], parallel: bool = False, hangs: HangStreak | None = None) -> None:
     """Run one device's checks under the run's limits (dropcheck.guard), in their lanes side by
     side when `parallel` (dropcheck.lanes), emitting each verdict in plan order as soon as it and
     those before it are in, and turn a hang, a crash or an allocation failure into that
-    property's verdict, so that it costs nothing else. After `hangs` trips, the checks left are
-    not run: INCONCLUSIVE, with their replay lines."""
+    property's verdict, so that it costs nothing else. `hangs` counts the statistical samples'
+    timeouts in a row: once it trips, the samples left of a property that timed out are not run
+    (INCONCLUSIVE, with their replay lines; dropcheck.hangs)."""
 
     def on_outcome(index: int, outcome: guard.Outcome) -> None:
         property_id, p, _ = planned[index]
@@ -350,7 +353,7 @@ def _run_limited(ctx: CheckContext, planned: list[Planned], limits: dict[str, An
     run_lanes([check for _, _, check in planned], [lane_of(property_id, p) for property_id, p, _ in planned],
               limits["timeout_s"], device=ctx.device, memory_limit_mb=limits["memory_limit_mb"],
               mechanism=limits["isolation"][ctx.device], on_outcome=on_outcome, fresh_worker_after=_out_of_memory,
-              parallel=parallel, hangs=hangs)
+              parallel=parallel, hangs=hangs, groups=[property_id if p is not None else None for property_id, p, _ in planned])
 
 
 def _out_of_memory(verdict: Any) -> bool:

@@ -205,40 +205,6 @@ def test_a_late_result_is_a_timeout_never_a_value():
     assert guard._outcome(("ok", "value"), elapsed=0.5, timeout=1.0).value == "value"
 
 
-# ---- an implementation that hangs on every call ------------------------------------------------------------
-@needs_fork
-def test_after_three_timeouts_in_a_row_no_more_checks_start(forks):
-    start = time.monotonic()
-    got = run([pid, hang, hang, hang, pid, hang], timeout=0.5, hangs=guard.HangStreak())
-    assert [s for s, _ in got] == ["ok", "timeout", "timeout", "timeout", "not-run", "not-run"], got
-    assert "the last 3 checks to end before it all ran out of time" in got[4][1], got
-    assert len(forks) == 3 and time.monotonic() - start < 3 * 0.5 + 2, f"no worker forked for the checks not run: {forks}"
-
-
-@needs_fork
-def test_a_check_that_ends_resets_the_count_of_timeouts():
-    got = run([hang, hang, pid, hang, hang, pid], timeout=0.5, hangs=guard.HangStreak())
-    assert [s for s, _ in got] == ["timeout", "timeout", "ok", "timeout", "timeout", "ok"], got
-
-
-@needs_fork
-def test_without_a_hang_streak_every_check_runs():
-    got = run([hang, hang, hang, pid], timeout=0.3)
-    assert [s for s, _ in got] == ["timeout"] * 3 + ["ok"], got
-
-
-@needs_fork
-def test_lanes_share_one_count_of_timeouts():
-    """Both lanes hang: their timeouts count together, so the run stops after two rounds of them
-    (three timeouts), not after three rounds per lane."""
-    start = time.monotonic()
-    outcomes = lanes.run_lanes([hang] * 5 + [hang] * 5, [0] * 5 + [1] * 5, 0.5, mechanism="fork",
-                               memory_limit_mb=None, parallel=True, hangs=guard.HangStreak())
-    statuses = [o.status for o in outcomes]
-    assert statuses.count("timeout") in (3, 4) and statuses.count("not-run") == 10 - statuses.count("timeout"), statuses
-    assert time.monotonic() - start < 2 * 0.5 + 2, f"took {time.monotonic() - start:.1f} s"
-
-
 # ---- memory ---------------------------------------------------------------------------------------------------
 @needs_fork
 def test_out_of_memory_errors_that_check_and_the_next_gets_a_fresh_worker():
@@ -303,15 +269,6 @@ def test_alarm_sequence_times_out_one_check_and_runs_the_next():
     outcomes = guard.run_sequence([pid, spin, pid], TIMEOUT, mechanism="alarm")
     assert [o.status for o in outcomes] == ["ok", "timeout", "ok"], outcomes
     assert outcomes[0].value == outcomes[2].value == os.getpid(), "in this process"
-
-
-@needs_main_thread
-def test_alarm_sequence_stops_after_three_timeouts_in_a_row():
-    def sleeps() -> None:
-        time.sleep(3600)
-
-    outcomes = guard.run_sequence([sleeps, sleeps, sleeps, pid], 0.3, mechanism="alarm", hangs=guard.HangStreak())
-    assert [o.status for o in outcomes] == ["timeout"] * 3 + ["not-run"], outcomes
 
 
 def test_messages_are_framed_pickles():

@@ -15,9 +15,10 @@ import time
 import pytest
 
 from dropcheck import guard, lanes, registry, runner, statistical
+from dropcheck.hangs import HangStreak
 from dropcheck.runner import run_check
 from dropcheck.targets import CallMeter, resolve_dropout
-from tests.conftest import needs_fork
+from tests.conftest import needs_fork, needs_main_thread
 from tests.test_guard import exit_3, forks, hang, pid  # noqa: F401  (forks: a fixture)
 
 TIMEOUT = 5.0
@@ -236,3 +237,59 @@ def test_the_second_lane_properties_cost_the_implementation_little_and_the_other
 def test_bad_lane_numbers_are_refused():
     with pytest.raises(ValueError, match="2 checks but 1 lane numbers"):
         lanes.run_lanes([pid, pid], [0])
+
+
+# ---- samples that time out in a row (dropcheck.hangs) -------------------------------------------------------
+def statuses(lane_checks, groups=None, parallel=True, timeout=0.5):
+    checks = [c for lane in lane_checks for c in lane]
+    lane_of = [i for i, lane in enumerate(lane_checks) for _ in lane]
+    start = time.monotonic()
+    outcomes = lanes.run_lanes(checks, lane_of, timeout, mechanism="fork", memory_limit_mb=None, parallel=parallel,
+                               hangs=HangStreak(), groups=groups)
+    return [o.status for o in outcomes], time.monotonic() - start
+
+
+@needs_fork
+def test_after_three_counted_timeouts_in_a_row_the_counted_checks_left_are_not_run():
+    got, took = statuses([[pid, hang, hang, hang, pid, hang, pid]], parallel=False)
+    assert got == ["ok", "timeout", "timeout", "timeout", "not-run", "not-run", "not-run"], got
+    assert took < 3 * 0.5 + 2, f"took {took:.1f} s"
+
+
+@needs_fork
+def test_a_counted_check_that_ends_resets_the_count():
+    got, _ = statuses([[hang, hang, pid, hang, hang, pid]], parallel=False)
+    assert got == ["timeout", "timeout", "ok", "timeout", "timeout", "ok"], got
+
+
+@needs_fork
+def test_checks_not_counted_neither_count_nor_stop():
+    """The exact properties (group None) neither count nor reset the streak, and always run: an
+    implementation that hangs in eval mode only never stops its samples."""
+    got, _ = statuses([[hang, hang, hang, hang, pid, hang, hang]], groups=[None, None, None, "A", "A", None, None],
+                      parallel=False)
+    assert got == ["timeout"] * 4 + ["ok", "timeout", "timeout"], got
+
+
+@needs_fork
+def test_after_the_streak_only_properties_that_timed_out_are_not_run():
+    """Once tripped, a property that timed out is not run again (A), but a property's first sample
+    still runs (D, which a slow implementation may finish), and the exact checks too (None)."""
+    got, _ = statuses([[hang, hang, hang, pid, hang, hang, pid]], groups=["A", "B", "C", None, "A", "D", "E"],
+                      parallel=False)
+    assert got == ["timeout"] * 3 + ["ok", "not-run", "timeout", "ok"], got
+
+
+@needs_fork
+def test_lanes_share_one_count_of_timeouts():
+    """Both lanes hang (the second lane's checks are shared, dropcheck.lanes._Pool): their timeouts
+    count together, so the run stops after two rounds of them, not three rounds per lane."""
+    got, took = statuses([[hang] * 5, [hang] * 5])
+    assert got.count("timeout") in (3, 4) and got.count("not-run") == 10 - got.count("timeout"), got
+    assert took < 2 * 0.5 + 2, f"took {took:.1f} s"
+
+
+@needs_main_thread
+def test_in_process_checks_stop_after_three_counted_timeouts_too():
+    outcomes = lanes.run_lanes([hang, hang, hang, pid], [0, 0, 0, 0], 0.3, mechanism="alarm", hangs=HangStreak())
+    assert [o.status for o in outcomes] == ["timeout"] * 3 + ["not-run"], outcomes
