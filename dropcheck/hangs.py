@@ -79,10 +79,6 @@ class HangStreak:
                 self._count = 0
             self._shared[0] = self._count >= self.limit
 
-    @property
-    def tripped(self) -> bool:
-        return bool(self._shared[0])
-
     def guarded(self, check: Callable[[], Any], group: Any = None) -> Callable[[], Any]:
         """`check`, unless, when it is about to start, the streak has tripped and a check of its
         group has timed out: then `NOT_RUN`. Call it in the process that forks the workers."""

@@ -57,8 +57,8 @@ class Settings:
     values: dict[str, Any]  # option name -> parsed value
     raw: dict[str, str | None]  # option name -> the text given (or the default), for the replay line
     # Per device, the timeouts in a row of this process's statistical slices (dropcheck.hangs): once
-    # 3 in a row have timed out, the later ones are not run (INCONCLUSIVE at once, as in one
-    # `dropcheck check` run) instead of each waiting out its own limit.
+    # 3 in a row have timed out, the later ones of a property that timed out are not run
+    # (INCONCLUSIVE at once, as in one `dropcheck check` run) instead of each waiting out its limit.
     hangs: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __getitem__(self, name: str) -> Any:

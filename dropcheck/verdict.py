@@ -15,7 +15,7 @@ class Status(str, enum.Enum):
     """The outcome of one property check.
 
     PASS/FAIL are the statistical CONFORMS/VIOLATES too; INCONCLUSIVE is a check that reached no
-    verdict (not run, after the checks before it hung: dropcheck.guard), or a statistical test whose
+    verdict (a sample not run after others hung: dropcheck.hangs), or a statistical test whose
     planned sample could not be completed; ERROR means the implementation raised; SKIP carries a
     reason (no CUDA, not applicable to the contract); TIMEOUT means the per-property limit ran out.
     """
